@@ -1,0 +1,6 @@
+//! localocean: a local DigitalOcean for tests and the quickstart. The API (axum) follows
+//! DigitalOcean's OpenAPI spec; droplets are real systemd-nspawn machines; DNS and Spaces are real servers.
+
+pub mod hypervisor;
+pub mod model;
+pub mod spaces;

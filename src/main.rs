@@ -1,0 +1,20 @@
+//! The plugin binary OpenTofu/Terraform starts. It speaks tfplugin6 through tf-provider.
+
+use terraform_provider_docker::{logging, DockerProvider, PROVIDER_NAME};
+
+const MAGIC_COOKIE_KEY: &str = "TF_PLUGIN_MAGIC_COOKIE";
+const MAGIC_COOKIE_VALUE: &str = "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    if std::env::var(MAGIC_COOKIE_KEY).as_deref() != Ok(MAGIC_COOKIE_VALUE) {
+        eprintln!(
+            "This binary is a plugin for OpenTofu/Terraform, not a command to run by hand.\n\
+             Use it from a configuration with `source = \"anchorage/docker\"` (see README.md)."
+        );
+        std::process::exit(1);
+    }
+    logging::init();
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting provider");
+    tf_provider::serve(PROVIDER_NAME, DockerProvider::default()).await
+}
