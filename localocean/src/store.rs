@@ -1,0 +1,280 @@
+//! The API's persistent state: every object the API holds, kept in memory and written to
+//! `state_dir/api.json` atomically (temp file, fsync, rename) after every mutation.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{DomainRecord, Zone, ZoneSource};
+use crate::spaces::Grant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("reading or writing {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state file {path} is not valid: {source}")]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SshKey {
+    pub id: u64,
+    pub fingerprint: String,
+    pub public_key: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NetworkV4 {
+    pub ip_address: String,
+    pub netmask: String,
+    pub gateway: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Droplet {
+    pub id: u64,
+    pub name: String,
+    pub region: String,
+    pub size: String,
+    pub image: String,
+    /// `new`, `active`, `off`.
+    pub status: String,
+    pub created_at: String,
+    pub tags: Vec<String>,
+    pub volume_ids: Vec<String>,
+    pub networks_v4: Vec<NetworkV4>,
+    pub ipv6: bool,
+    pub monitoring: bool,
+    pub vpc_uuid: String,
+    /// Kept so the machine can be booted again after a restart of localocean.
+    pub user_data: Option<String>,
+    pub ssh_public_keys: Vec<String>,
+    pub locked: bool,
+    /// Disk in GiB; can differ from the size's after a resize without `disk`.
+    #[serde(default)]
+    pub disk: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Action {
+    pub id: u64,
+    /// `in-progress`, `completed`, `errored`.
+    pub status: String,
+    #[serde(rename = "type")]
+    pub action_type: String,
+    pub started_at: String,
+    pub completed_at: Option<String>,
+    /// Droplet id for droplet actions; volumes have string ids, so DO leaves it null there.
+    pub resource_id: Option<u64>,
+    pub resource_type: String,
+    pub region_slug: Option<String>,
+    /// The volume of a volume action (not part of DO's JSON, which has no string resource id).
+    #[serde(default)]
+    pub volume_id: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Domain {
+    pub name: String,
+    pub ttl: u32,
+    pub records: Vec<DomainRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Volume {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub size_gigabytes: u32,
+    pub region: String,
+    pub created_at: String,
+    pub tags: Vec<String>,
+    pub filesystem_type: String,
+    pub filesystem_label: String,
+    pub droplet_ids: Vec<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Firewall {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    pub droplet_ids: Vec<u64>,
+    pub tags: Vec<String>,
+    /// Held as given (validated on the way in); enforcement on machines is out of scope.
+    pub inbound_rules: Vec<serde_json::Value>,
+    pub outbound_rules: Vec<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SpacesKey {
+    pub name: String,
+    pub access_key: String,
+    pub grants: Vec<Grant>,
+    pub created_at: String,
+}
+
+/// Everything the API persists. Maps are ordered so listings are stable (creation order
+/// for numeric ids).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    pub next_id: u64,
+    pub ssh_keys: BTreeMap<u64, SshKey>,
+    pub droplets: BTreeMap<u64, Droplet>,
+    pub actions: BTreeMap<u64, Action>,
+    pub domains: BTreeMap<String, Domain>,
+    /// Volume ids in creation order, since their ids are random UUIDs.
+    pub volumes: Vec<Volume>,
+    pub firewalls: Vec<Firewall>,
+    pub spaces_keys: Vec<SpacesKey>,
+}
+
+impl State {
+    /// One counter for every numeric id, so ids never repeat across kinds or restarts.
+    pub fn new_id(&mut self) -> u64 {
+        if self.next_id < 1000 {
+            // Starting high makes ids look like DO's and keeps small literals in tests from
+            // accidentally naming real objects.
+            self.next_id = 3_000_000;
+        }
+        self.next_id += 1;
+        self.next_id
+    }
+}
+
+pub struct Store {
+    path: PathBuf,
+    state: Mutex<State>,
+}
+
+impl Store {
+    pub const FILE_NAME: &'static str = "api.json";
+
+    /// Opens the store in `state_dir`, creating the directory; a missing file is an empty store.
+    pub fn load(state_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Io {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let path = state_dir.join(Self::FILE_NAME);
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
+                path: path.clone(),
+                source,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        Ok(Store {
+            path,
+            state: Mutex::new(state),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves a state that was either restored or fully
+        // mutated (see `mutate`), so continuing with it is sound.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.lock())
+    }
+
+    /// Runs `f` on the state and persists the result. If `f` fails, or the write fails,
+    /// the state is restored to what it was, so a failed request changes nothing.
+    pub fn mutate<R, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let mut guard = self.lock();
+        let before = guard.clone();
+        match f(&mut guard) {
+            Ok(r) => match write_atomically(&self.path, &guard) {
+                Ok(()) => Ok(r),
+                Err(e) => {
+                    *guard = before;
+                    Err(e.into())
+                }
+            },
+            Err(e) => {
+                *guard = before;
+                Err(e)
+            }
+        }
+    }
+}
+
+fn write_atomically(path: &Path, state: &State) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = serde_json::to_vec_pretty(state).map_err(|source| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let tmp = path.with_extension("json.tmp");
+    // User data can carry an SSH host private key: owner-only, like DO's metadata service.
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?
+    };
+    file.write_all(&bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io)?;
+    // The rename is only durable once the directory entry is on disk too.
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    Ok(())
+}
+
+/// The DNS server makes the SOA itself (serial, timers); the listing's SOA row only carries
+/// DO's TTL. Apex NS records are passed on: the server adds defaults only when there are none.
+fn synthesised_by_dns(r: &DomainRecord) -> bool {
+    r.record_type == "SOA"
+}
+
+impl ZoneSource for Store {
+    fn zones(&self) -> Vec<Zone> {
+        self.read(|s| {
+            s.domains
+                .values()
+                .map(|d| Zone {
+                    name: d.name.clone(),
+                    ttl: d.ttl,
+                    records: d
+                        .records
+                        .iter()
+                        .filter(|r| !synthesised_by_dns(r))
+                        .cloned()
+                        .collect(),
+                })
+                .collect()
+        })
+    }
+}
