@@ -4,3 +4,12 @@
 pub mod hypervisor;
 pub mod model;
 pub mod spaces;
+pub mod image;
+pub mod instance;
+pub mod machines;
+pub mod net;
+pub mod dns;
+pub mod api;
+pub mod store;
+pub mod faults;
+pub mod garage;

@@ -1,0 +1,226 @@
+//! One localocean instance's identity, persisted in its state dir: network slot, ports and
+//! API token. Slots are claimed with lock files so instances never share a subnet.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::machines::sys::{self, io_err, SysError, SysResult};
+use crate::net::{Subnet, MAX_SLOTS};
+
+pub const SLOTS_DIR: &str = "/run/localocean/slots";
+const CONFIG_FILE: &str = "instance.json";
+
+/// A secret that never prints (the API token).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InstanceConfig {
+    pub slot: u16,
+    pub api_port: u16,
+    pub dns_port: u16,
+    pub s3_port: u16,
+    /// More ports for services that need them (Garage RPC/admin...), by name.
+    #[serde(default)]
+    pub ports: BTreeMap<String, u16>,
+    pub token: Secret,
+}
+
+/// Where a running instance publishes how to reach it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Ready {
+    pub api_url: String,
+    pub token: Secret,
+    pub dns: String,
+    pub s3_url: String,
+    pub pid: u32,
+}
+
+pub const APT_PROXY_PORT: u16 = 3142;
+
+/// Paths inside a state dir.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    pub root: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StateDir { root: root.into() }
+    }
+    pub fn config(&self) -> PathBuf {
+        self.root.join(CONFIG_FILE)
+    }
+    pub fn ready(&self) -> PathBuf {
+        self.root.join("ready.json")
+    }
+    pub fn serve_pid(&self) -> PathBuf {
+        self.root.join("serve.pid")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.root.join("localocean.log")
+    }
+    pub fn machines(&self) -> PathBuf {
+        self.root.join("machines")
+    }
+    pub fn volumes(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
+    pub fn services(&self) -> PathBuf {
+        self.root.join("services")
+    }
+}
+
+/// Default state dir: `$LOCALOCEAN_STATE_DIR`, else `~/.local/state/localocean/default`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LOCALOCEAN_STATE_DIR") {
+        return dir.into();
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".local/state/localocean/default")
+}
+
+impl InstanceConfig {
+    pub fn subnet(&self) -> Subnet {
+        Subnet::new(self.slot)
+    }
+
+    pub fn load(dir: &StateDir) -> SysResult<Option<Self>> {
+        let path = dir.config();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| SysError::Other(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("reading", &path)(e)),
+        }
+    }
+
+    pub fn save(&self, dir: &StateDir) -> SysResult<()> {
+        let body = serde_json::to_vec_pretty(self).expect("config serialises");
+        sys::write_atomic(&dir.config(), &body, 0o600)
+    }
+
+    /// Loads the instance config, or makes one (free ports, new token) on first start; in
+    /// both cases the instance's slot is claimed. The bool is true when the token is new.
+    pub fn load_or_create(dir: &StateDir) -> SysResult<(Self, bool)> {
+        std::fs::create_dir_all(&dir.root).map_err(io_err("creating", &dir.root))?;
+        if let Some(cfg) = Self::load(dir)? {
+            claim_slot(&dir.root, Some(cfg.slot))?;
+            return Ok((cfg, false));
+        }
+        let slot = claim_slot(&dir.root, None)?;
+        let cfg = InstanceConfig {
+            slot,
+            api_port: free_port()?,
+            dns_port: free_port()?,
+            s3_port: free_port()?,
+            ports: BTreeMap::new(),
+            token: Secret(format!(
+                "dop_v1_{}",
+                hex::encode(rand::random::<[u8; 32]>())
+            )),
+        };
+        cfg.save(dir)?;
+        Ok((cfg, true))
+    }
+
+    /// A named extra port, allocated and persisted on first use.
+    pub fn port(&mut self, dir: &StateDir, name: &str) -> SysResult<u16> {
+        if let Some(p) = self.ports.get(name) {
+            return Ok(*p);
+        }
+        let p = free_port()?;
+        self.ports.insert(name.to_string(), p);
+        self.save(dir)?;
+        Ok(p)
+    }
+}
+
+/// A loopback port that is free now (the OS picks it; the small race is acceptable for a
+/// local test service that persists the choice).
+pub fn free_port() -> SysResult<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(io_err("binding", Path::new("127.0.0.1:0")))?;
+    Ok(l.local_addr().expect("bound").port())
+}
+
+fn slot_file(slot: u16) -> PathBuf {
+    Path::new(SLOTS_DIR).join(format!("{slot}.lock"))
+}
+
+/// Claims `preferred` (an instance keeps its subnet, so droplet addresses survive a
+/// restart) or the lowest free slot. A lock whose owner state dir no longer exists is
+/// stale (its instance was removed without `down`, e.g. a deleted temp dir).
+pub fn claim_slot(state_dir: &Path, preferred: Option<u16>) -> SysResult<u16> {
+    std::fs::create_dir_all(SLOTS_DIR).map_err(io_err("creating", Path::new(SLOTS_DIR)))?;
+    let me = std::fs::canonicalize(state_dir).map_err(io_err("resolving", state_dir))?;
+    let me_s = me.to_string_lossy().into_owned();
+    let candidates: Vec<u16> = match preferred {
+        Some(s) => vec![s],
+        None => (0..MAX_SLOTS).collect(),
+    };
+    for slot in candidates {
+        let path = slot_file(slot);
+        match std::fs::read_to_string(&path) {
+            Ok(owner) if owner.trim() == me_s => return Ok(slot),
+            Ok(owner) if Path::new(owner.trim()).exists() => {
+                if preferred.is_some() {
+                    return Err(SysError::Other(format!(
+                        "network slot {slot} is held by another localocean instance ({})",
+                        owner.trim()
+                    )));
+                }
+                continue;
+            }
+            Ok(_) => {
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(_) => {}
+        }
+        use std::io::Write;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                f.write_all(me_s.as_bytes())
+                    .map_err(io_err("writing", &path))?;
+                return Ok(slot);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_err("creating", &path)(e)),
+        }
+    }
+    Err(SysError::Other(
+        "no free network slot in 198.18.0.0/15 (512 instances running?)".into(),
+    ))
+}
+
+/// Frees the slot if this state dir holds it.
+pub fn release_slot(state_dir: &Path, slot: u16) {
+    let path = slot_file(slot);
+    let me = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    if let Ok(owner) = std::fs::read_to_string(&path) {
+        if Path::new(owner.trim()) == me {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
