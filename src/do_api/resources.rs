@@ -1,0 +1,440 @@
+//! One method per DigitalOcean endpoint the resource calls; each names its object in errors
+//! ("deleting droplet (1234): ...") and picks the 404 meaning of its operation.
+
+use serde_json::json;
+
+use super::error::ResultExt;
+use super::types::*;
+use super::{Client, Error};
+
+impl Client {
+    // ---- account, regions, sizes, images -------------------------------------------------
+
+    /// GET /v2/account: also the cheapest check that the token works.
+    pub async fn account(&self) -> Result<Account, Error> {
+        self.get(self.url(&["v2", "account"], &[]), "account").await
+    }
+
+    pub async fn list_regions(&self) -> Result<Vec<Region>, Error> {
+        self.list_all(self.url(&["v2", "regions"], &[]), "regions")
+            .await
+    }
+
+    pub async fn list_sizes(&self) -> Result<Vec<Size>, Error> {
+        self.list_all(self.url(&["v2", "sizes"], &[]), "sizes")
+            .await
+    }
+
+    /// GET /v2/images/{slug}; `None` when no such image exists.
+    pub async fn get_image(&self, slug: &str) -> Result<Option<Image>, Error> {
+        self.get_opt(self.url(&["v2", "images", slug], &[]), "image")
+            .await
+            .context("reading image", slug)
+    }
+
+    // ---- ssh keys -------------------------------------------------------------------------
+
+    pub async fn create_ssh_key(&self, req: &SshKeyCreateRequest) -> Result<SshKey, Error> {
+        self.post(self.url(&["v2", "account", "keys"], &[]), req, "ssh_key")
+            .await
+            .context("creating ssh key", &req.name)
+    }
+
+    /// `None` when the account holds no key with that fingerprint.
+    pub async fn get_ssh_key(&self, fingerprint: &str) -> Result<Option<SshKey>, Error> {
+        self.get_opt(
+            self.url(&["v2", "account", "keys", fingerprint], &[]),
+            "ssh_key",
+        )
+        .await
+        .context("reading ssh key", fingerprint)
+    }
+
+    /// By id or fingerprint; a key already gone is success.
+    pub async fn delete_ssh_key(&self, id_or_fingerprint: &str) -> Result<(), Error> {
+        self.delete(
+            self.url(&["v2", "account", "keys", id_or_fingerprint], &[]),
+            None,
+        )
+        .await
+        .context("deleting ssh key", id_or_fingerprint)
+    }
+
+    // ---- droplets -------------------------------------------------------------------------
+
+    /// Creates a droplet that can be found again by `unique_tag` (added to its tags). If the
+    /// POST fails in a way that may have created it anyway (a 5xx, a reset), the droplets
+    /// holding that tag are listed: one with the same name is the result, and the POST is
+    /// repeated only when there is none, so a flaky API never leaves two droplets.
+    pub async fn create_droplet(
+        &self,
+        req: &DropletCreateRequest,
+        unique_tag: &str,
+    ) -> Result<Droplet, Error> {
+        let mut req = req.clone();
+        if !req.tags.iter().any(|t| t == unique_tag) {
+            req.tags.push(unique_tag.to_owned());
+        }
+        let name = req.name.clone();
+        let find = || {
+            let name = name.clone();
+            async move {
+                let found = self.list_droplets_by_tag(unique_tag).await?;
+                Ok(found.into_iter().find(|d| d.name == name))
+            }
+        };
+        self.create_with_recovery(self.url(&["v2", "droplets"], &[]), &req, "droplet", find)
+            .await
+            .context("creating droplet", &req.name)
+    }
+
+    /// The read path: `None` when the droplet is gone.
+    pub async fn get_droplet(&self, id: u64) -> Result<Option<Droplet>, Error> {
+        self.get_opt(
+            self.url(&["v2", "droplets", &id.to_string()], &[]),
+            "droplet",
+        )
+        .await
+        .context("reading droplet", id)
+    }
+
+    /// A droplet already gone is success.
+    pub async fn delete_droplet(&self, id: u64) -> Result<(), Error> {
+        self.delete(self.url(&["v2", "droplets", &id.to_string()], &[]), None)
+            .await
+            .context("deleting droplet", id)
+    }
+
+    pub async fn list_droplets_by_tag(&self, tag: &str) -> Result<Vec<Droplet>, Error> {
+        self.list_all(
+            self.url(&["v2", "droplets"], &[("tag_name", tag)]),
+            "droplets",
+        )
+        .await
+        .context("listing droplets tagged", tag)
+    }
+
+    /// Starts an action; wait for it with [`Client::wait_for_action`]. Not retried after a
+    /// 5xx: a repeated resize or power cycle is not harmless, the caller re-plans instead.
+    pub async fn droplet_action(
+        &self,
+        droplet_id: u64,
+        action: &DropletAction,
+    ) -> Result<Action, Error> {
+        self.post(
+            self.url(&["v2", "droplets", &droplet_id.to_string(), "actions"], &[]),
+            action,
+            "action",
+        )
+        .await
+        .context(
+            &format!("starting {} on droplet", action.name()),
+            droplet_id,
+        )
+    }
+
+    pub async fn power_off(&self, droplet_id: u64) -> Result<Action, Error> {
+        self.droplet_action(droplet_id, &DropletAction::PowerOff)
+            .await
+    }
+
+    pub async fn power_on(&self, droplet_id: u64) -> Result<Action, Error> {
+        self.droplet_action(droplet_id, &DropletAction::PowerOn)
+            .await
+    }
+
+    pub async fn shutdown(&self, droplet_id: u64) -> Result<Action, Error> {
+        self.droplet_action(droplet_id, &DropletAction::Shutdown)
+            .await
+    }
+
+    pub async fn reboot(&self, droplet_id: u64) -> Result<Action, Error> {
+        self.droplet_action(droplet_id, &DropletAction::Reboot)
+            .await
+    }
+
+    /// Resizes CPU and RAM only (`disk: false`), so the droplet can be sized down again.
+    pub async fn resize(&self, droplet_id: u64, size: &str) -> Result<Action, Error> {
+        self.droplet_action(
+            droplet_id,
+            &DropletAction::Resize {
+                size: size.to_owned(),
+                disk: false,
+            },
+        )
+        .await
+    }
+
+    pub async fn rename(&self, droplet_id: u64, name: &str) -> Result<Action, Error> {
+        self.droplet_action(
+            droplet_id,
+            &DropletAction::Rename {
+                name: name.to_owned(),
+            },
+        )
+        .await
+    }
+
+    /// GET /v2/actions/{id}, for any resource's action.
+    pub async fn get_action(&self, action_id: u64) -> Result<Action, Error> {
+        self.get(
+            self.url(&["v2", "actions", &action_id.to_string()], &[]),
+            "action",
+        )
+        .await
+        .context("reading action", action_id)
+    }
+
+    // ---- domains and records --------------------------------------------------------------
+
+    /// `None` when the account does not hold the domain (records cannot be made there).
+    pub async fn get_domain(&self, name: &str) -> Result<Option<Domain>, Error> {
+        self.get_opt(self.url(&["v2", "domains", name], &[]), "domain")
+            .await
+            .context("reading domain", name)
+    }
+
+    /// Records of `domain`, filtered server-side. DigitalOcean wants `name` fully qualified
+    /// ("registry.example.com") in the filter, though records are created with relative names.
+    pub async fn list_records(
+        &self,
+        domain: &str,
+        name: Option<&str>,
+        kind: Option<&str>,
+    ) -> Result<Vec<DomainRecord>, Error> {
+        let mut query = Vec::new();
+        if let Some(n) = name {
+            query.push(("name", n));
+        }
+        if let Some(t) = kind {
+            query.push(("type", t));
+        }
+        self.list_all(
+            self.url(&["v2", "domains", domain, "records"], &query),
+            "domain_records",
+        )
+        .await
+        .context("listing records of domain", domain)
+    }
+
+    /// Creates a record. After an ambiguous failure the same name/type/data is looked up
+    /// before retrying, so a TXT challenge is never doubled.
+    pub async fn create_record(
+        &self,
+        domain: &str,
+        req: &DomainRecordRequest,
+    ) -> Result<DomainRecord, Error> {
+        let fqdn = if req.name == "@" {
+            domain.to_owned()
+        } else {
+            format!("{}.{domain}", req.name)
+        };
+        let find = || {
+            let fqdn = fqdn.clone();
+            async move {
+                let found = self
+                    .list_records(domain, Some(&fqdn), Some(&req.kind))
+                    .await?;
+                Ok(found.into_iter().find(|r| r.data == req.data))
+            }
+        };
+        self.create_with_recovery(
+            self.url(&["v2", "domains", domain, "records"], &[]),
+            req,
+            "domain_record",
+            find,
+        )
+        .await
+        .context(&format!("creating {} record", req.kind), &fqdn)
+    }
+
+    /// `None` when the record (or its domain) is gone.
+    pub async fn get_record(&self, domain: &str, id: u64) -> Result<Option<DomainRecord>, Error> {
+        self.get_opt(
+            self.url(&["v2", "domains", domain, "records", &id.to_string()], &[]),
+            "domain_record",
+        )
+        .await
+        .context(&format!("reading record of domain {domain}"), id)
+    }
+
+    /// PUT: the record becomes exactly `req`.
+    pub async fn update_record(
+        &self,
+        domain: &str,
+        id: u64,
+        req: &DomainRecordRequest,
+    ) -> Result<DomainRecord, Error> {
+        self.put(
+            self.url(&["v2", "domains", domain, "records", &id.to_string()], &[]),
+            req,
+            "domain_record",
+        )
+        .await
+        .context(&format!("updating record of domain {domain}"), id)
+    }
+
+    pub async fn delete_record(&self, domain: &str, id: u64) -> Result<(), Error> {
+        self.delete(
+            self.url(&["v2", "domains", domain, "records", &id.to_string()], &[]),
+            None,
+        )
+        .await
+        .context(&format!("deleting record of domain {domain}"), id)
+    }
+
+    // ---- volumes --------------------------------------------------------------------------
+
+    /// Creates a volume; names are unique per region, so after an ambiguous failure the name
+    /// is looked up before retrying.
+    pub async fn create_volume(&self, req: &VolumeCreateRequest) -> Result<Volume, Error> {
+        let find = || async move {
+            let found = self.list_volumes(&req.name, &req.region).await?;
+            Ok(found.into_iter().next())
+        };
+        self.create_with_recovery(self.url(&["v2", "volumes"], &[]), req, "volume", find)
+            .await
+            .context("creating volume", &req.name)
+    }
+
+    pub async fn get_volume(&self, id: &str) -> Result<Option<Volume>, Error> {
+        self.get_opt(self.url(&["v2", "volumes", id], &[]), "volume")
+            .await
+            .context("reading volume", id)
+    }
+
+    pub async fn delete_volume(&self, id: &str) -> Result<(), Error> {
+        self.delete(self.url(&["v2", "volumes", id], &[]), None)
+            .await
+            .context("deleting volume", id)
+    }
+
+    pub async fn list_volumes(&self, name: &str, region: &str) -> Result<Vec<Volume>, Error> {
+        self.list_all(
+            self.url(&["v2", "volumes"], &[("name", name), ("region", region)]),
+            "volumes",
+        )
+        .await
+        .context("listing volumes named", format!("{name} in {region}"))
+    }
+
+    /// Starts attach/detach/resize; wait with [`Client::wait_for_volume_action`].
+    pub async fn volume_action(
+        &self,
+        volume_id: &str,
+        action: &VolumeAction,
+    ) -> Result<Action, Error> {
+        self.post(
+            self.url(&["v2", "volumes", volume_id, "actions"], &[]),
+            action,
+            "action",
+        )
+        .await
+        .context(&format!("starting {} on volume", action.name()), volume_id)
+    }
+
+    pub async fn get_volume_action(
+        &self,
+        volume_id: &str,
+        action_id: u64,
+    ) -> Result<Action, Error> {
+        self.get(
+            self.url(
+                &[
+                    "v2",
+                    "volumes",
+                    volume_id,
+                    "actions",
+                    &action_id.to_string(),
+                ],
+                &[],
+            ),
+            "action",
+        )
+        .await
+        .context(&format!("reading action of volume {volume_id}"), action_id)
+    }
+
+    // ---- firewalls ------------------------------------------------------------------------
+
+    /// Not retried after a 5xx: firewall names are not unique, so a lookup could not tell
+    /// ours from another.
+    pub async fn create_firewall(&self, req: &FirewallRequest) -> Result<Firewall, Error> {
+        self.post(self.url(&["v2", "firewalls"], &[]), req, "firewall")
+            .await
+            .context("creating firewall", &req.name)
+    }
+
+    pub async fn get_firewall(&self, id: &str) -> Result<Option<Firewall>, Error> {
+        self.get_opt(self.url(&["v2", "firewalls", id], &[]), "firewall")
+            .await
+            .context("reading firewall", id)
+    }
+
+    /// PUT replaces the whole firewall: rules and droplets not in `req` are removed.
+    pub async fn update_firewall(
+        &self,
+        id: &str,
+        req: &FirewallRequest,
+    ) -> Result<Firewall, Error> {
+        self.put(self.url(&["v2", "firewalls", id], &[]), req, "firewall")
+            .await
+            .context("updating firewall", id)
+    }
+
+    pub async fn delete_firewall(&self, id: &str) -> Result<(), Error> {
+        self.delete(self.url(&["v2", "firewalls", id], &[]), None)
+            .await
+            .context("deleting firewall", id)
+    }
+
+    /// Adding a droplet that is already there changes nothing, so this is retried like a PUT.
+    pub async fn add_firewall_droplets(&self, id: &str, droplet_ids: &[u64]) -> Result<(), Error> {
+        self.post_idempotent_empty(
+            self.url(&["v2", "firewalls", id, "droplets"], &[]),
+            &json!({ "droplet_ids": droplet_ids }),
+        )
+        .await
+        .context("adding droplets to firewall", id)
+    }
+
+    /// A firewall already gone counts as success: the droplets are out of it.
+    pub async fn remove_firewall_droplets(
+        &self,
+        id: &str,
+        droplet_ids: &[u64],
+    ) -> Result<(), Error> {
+        let body = json!({ "droplet_ids": droplet_ids });
+        self.delete(
+            self.url(&["v2", "firewalls", id, "droplets"], &[]),
+            Some(&body),
+        )
+        .await
+        .context("removing droplets from firewall", id)
+    }
+
+    // ---- spaces keys ----------------------------------------------------------------------
+
+    /// The secret is in the answer only this once. Not retried after a 5xx: a key created
+    /// unseen could never yield its secret again.
+    pub async fn create_spaces_key(
+        &self,
+        req: &SpacesKeyCreateRequest,
+    ) -> Result<SpacesKeyCreated, Error> {
+        self.post(self.url(&["v2", "spaces", "keys"], &[]), req, "key")
+            .await
+            .context("creating spaces key", &req.name)
+    }
+
+    pub async fn get_spaces_key(&self, access_key: &str) -> Result<Option<SpacesKey>, Error> {
+        self.get_opt(self.url(&["v2", "spaces", "keys", access_key], &[]), "key")
+            .await
+            .context("reading spaces key", access_key)
+    }
+
+    pub async fn delete_spaces_key(&self, access_key: &str) -> Result<(), Error> {
+        self.delete(self.url(&["v2", "spaces", "keys", access_key], &[]), None)
+            .await
+            .context("deleting spaces key", access_key)
+    }
+}

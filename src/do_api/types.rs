@@ -1,0 +1,532 @@
+//! Request and response bodies, after the schemas of shared/do-openapi.yaml (`droplet`,
+//! `action`, `domain_record`, `volume_full`, `firewall`, `key`, ...); unknown fields are ignored.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::secret::Secret;
+
+/// `null` and a missing field both read as the empty list (fakes and DO disagree on which).
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// `account` (GET /v2/account).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct Account {
+    #[serde(default)]
+    pub droplet_limit: i64,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub uuid: String,
+    #[serde(default)]
+    pub email_verified: bool,
+    /// "active", "warning" or "locked".
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub status_message: String,
+}
+
+/// `region`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct Region {
+    #[serde(default)]
+    pub name: String,
+    pub slug: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub features: Vec<String>,
+    #[serde(default)]
+    pub available: bool,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub sizes: Vec<String>,
+}
+
+impl Region {
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
+}
+
+/// `size`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct Size {
+    pub slug: String,
+    #[serde(default)]
+    pub memory: u64,
+    #[serde(default)]
+    pub vcpus: u32,
+    #[serde(default)]
+    pub disk: u64,
+    #[serde(default)]
+    pub transfer: f64,
+    #[serde(default)]
+    pub price_monthly: f64,
+    #[serde(default)]
+    pub price_hourly: f64,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub regions: Vec<String>,
+    #[serde(default)]
+    pub available: bool,
+    pub description: Option<String>,
+}
+
+/// `image`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct Image {
+    pub id: Option<u64>,
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub distribution: Option<String>,
+    pub slug: Option<String>,
+    pub public: Option<bool>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub regions: Vec<String>,
+    pub min_disk_size: Option<u64>,
+    pub status: Option<String>,
+}
+
+/// `sshKeys`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct SshKey {
+    pub id: u64,
+    #[serde(default)]
+    pub fingerprint: String,
+    #[serde(default)]
+    pub public_key: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SshKeyCreateRequest {
+    pub name: String,
+    pub public_key: String,
+}
+
+/// An SSH key given to a droplet create: by id or by fingerprint.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum SshKeyRef {
+    Id(u64),
+    Fingerprint(String),
+}
+
+/// An image given to a droplet create: by slug or by id.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ImageRef {
+    Id(u64),
+    Slug(String),
+}
+
+impl From<&str> for ImageRef {
+    fn from(s: &str) -> Self {
+        ImageRef::Slug(s.to_owned())
+    }
+}
+
+/// `droplet_single_create`. `user_data` is a [`Secret`]: ours carries the SSH host key.
+#[derive(Clone, Debug, Serialize)]
+pub struct DropletCreateRequest {
+    pub name: String,
+    pub region: String,
+    pub size: String,
+    pub image: ImageRef,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ssh_keys: Vec<SshKeyRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<Secret>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    #[serde(skip_serializing_if = "is_false")]
+    pub ipv6: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub monitoring: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vpc_uuid: Option<String>,
+}
+
+/// `network_v4` / `network_v6`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct NetworkAddress {
+    pub ip_address: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A dotted mask for v4, a prefix length for v6.
+    pub netmask: Option<serde_json::Value>,
+    pub gateway: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct Networks {
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub v4: Vec<NetworkAddress>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub v6: Vec<NetworkAddress>,
+}
+
+/// `droplet`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct Droplet {
+    pub id: u64,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub memory: u64,
+    #[serde(default)]
+    pub vcpus: u32,
+    #[serde(default)]
+    pub disk: u64,
+    #[serde(default)]
+    pub locked: bool,
+    /// "new", "active", "off" or "archive".
+    #[serde(default)]
+    pub status: String,
+    pub created_at: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub features: Vec<String>,
+    pub image: Option<Image>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub volume_ids: Vec<String>,
+    #[serde(default)]
+    pub size_slug: String,
+    #[serde(default)]
+    pub networks: Networks,
+    pub region: Option<Region>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub tags: Vec<String>,
+    pub vpc_uuid: Option<String>,
+}
+
+impl Droplet {
+    fn address(&self, v6: bool, kind: &str) -> Option<&str> {
+        let list = if v6 {
+            &self.networks.v6
+        } else {
+            &self.networks.v4
+        };
+        list.iter()
+            .find(|n| n.kind == kind)
+            .map(|n| n.ip_address.as_str())
+    }
+
+    pub fn public_ipv4(&self) -> Option<&str> {
+        self.address(false, "public")
+    }
+
+    pub fn private_ipv4(&self) -> Option<&str> {
+        self.address(false, "private")
+    }
+
+    pub fn public_ipv6(&self) -> Option<&str> {
+        self.address(true, "public")
+    }
+
+    pub fn region_slug(&self) -> Option<&str> {
+        self.region.as_ref().map(|r| r.slug.as_str())
+    }
+}
+
+/// `action`: what droplet and volume actions return, and /v2/actions/{id}.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct Action {
+    pub id: u64,
+    /// "in-progress", "completed" or "errored".
+    #[serde(default)]
+    pub status: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub resource_id: Option<u64>,
+    pub resource_type: Option<String>,
+    pub region_slug: Option<String>,
+}
+
+/// The droplet actions the resource uses (`droplet_action_*`).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DropletAction {
+    PowerOff,
+    PowerOn,
+    Shutdown,
+    Reboot,
+    /// `disk: false` keeps the resize reversible (a disk cannot shrink back).
+    Resize {
+        size: String,
+        disk: bool,
+    },
+    Rename {
+        name: String,
+    },
+}
+
+impl DropletAction {
+    pub fn name(&self) -> &'static str {
+        match self {
+            DropletAction::PowerOff => "power_off",
+            DropletAction::PowerOn => "power_on",
+            DropletAction::Shutdown => "shutdown",
+            DropletAction::Reboot => "reboot",
+            DropletAction::Resize { .. } => "resize",
+            DropletAction::Rename { .. } => "rename",
+        }
+    }
+}
+
+/// `domain`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct Domain {
+    pub name: String,
+    pub ttl: Option<u64>,
+    pub zone_file: Option<String>,
+}
+
+/// `domain_record`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct DomainRecord {
+    pub id: u64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub data: String,
+    pub priority: Option<i64>,
+    pub port: Option<u16>,
+    pub ttl: Option<u32>,
+    pub weight: Option<i64>,
+    pub flags: Option<u8>,
+    pub tag: Option<String>,
+}
+
+/// The writable part of `domain_record`, for create (POST) and update (PUT).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct DomainRecordRequest {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Relative to the domain: "registry", "_acme-challenge.registry", or "@".
+    pub name: String,
+    pub data: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flags: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+/// `volume_full`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct Volume {
+    pub id: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub droplet_ids: Vec<u64>,
+    #[serde(default)]
+    pub name: String,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub size_gigabytes: u64,
+    pub created_at: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub tags: Vec<String>,
+    pub region: Option<Region>,
+    pub filesystem_type: Option<String>,
+    pub filesystem_label: Option<String>,
+}
+
+/// `volumes_ext4` / `volumes_xfs`.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct VolumeCreateRequest {
+    pub name: String,
+    pub size_gigabytes: u64,
+    pub region: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// "ext4" or "xfs": DigitalOcean formats the volume, and Debian mounts it on attach.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filesystem_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filesystem_label: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+}
+
+/// `volume_action_post_attach` / `_detach` / `_resize`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum VolumeAction {
+    Attach {
+        droplet_id: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+    },
+    Detach {
+        droplet_id: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+    },
+    Resize {
+        size_gigabytes: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+    },
+}
+
+impl VolumeAction {
+    pub fn name(&self) -> &'static str {
+        match self {
+            VolumeAction::Attach { .. } => "attach",
+            VolumeAction::Detach { .. } => "detach",
+            VolumeAction::Resize { .. } => "resize",
+        }
+    }
+}
+
+/// `firewall_rule_target`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct FirewallTarget {
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub addresses: Vec<String>,
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub droplet_ids: Vec<u64>,
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub load_balancer_uids: Vec<String>,
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub kubernetes_ids: Vec<String>,
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub tags: Vec<String>,
+}
+
+/// An inbound rule: `protocol` tcp/udp/icmp, `ports` "443", "8000-9000" or "0" (all).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct InboundRule {
+    pub protocol: String,
+    #[serde(default)]
+    pub ports: String,
+    #[serde(default)]
+    pub sources: FirewallTarget,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct OutboundRule {
+    pub protocol: String,
+    #[serde(default)]
+    pub ports: String,
+    #[serde(default)]
+    pub destinations: FirewallTarget,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct PendingChange {
+    pub droplet_id: u64,
+    #[serde(default)]
+    pub removing: bool,
+    #[serde(default)]
+    pub status: String,
+}
+
+/// `firewall`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct Firewall {
+    pub id: String,
+    /// "waiting", "succeeded" or "failed".
+    #[serde(default)]
+    pub status: String,
+    pub created_at: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub pending_changes: Vec<PendingChange>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub droplet_ids: Vec<u64>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub inbound_rules: Vec<InboundRule>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub outbound_rules: Vec<OutboundRule>,
+}
+
+/// The writable part of `firewall`, for create (POST) and update (PUT, which replaces all).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct FirewallRequest {
+    pub name: String,
+    pub droplet_ids: Vec<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    pub inbound_rules: Vec<InboundRule>,
+    pub outbound_rules: Vec<OutboundRule>,
+}
+
+/// `grant`: `permission` is "read", "readwrite", "fullaccess" (with bucket "") or "".
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Grant {
+    pub bucket: String,
+    pub permission: String,
+}
+
+/// `key` (Spaces access key) as read back: never holds the secret.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct SpacesKey {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub grants: Vec<Grant>,
+    pub access_key: String,
+    pub created_at: Option<String>,
+}
+
+/// `key_create_response`: the only time DigitalOcean returns the secret.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct SpacesKeyCreated {
+    #[serde(flatten)]
+    pub key: SpacesKey,
+    pub secret_key: Secret,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SpacesKeyCreateRequest {
+    pub name: String,
+    pub grants: Vec<Grant>,
+}
