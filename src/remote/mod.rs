@@ -1,0 +1,252 @@
+//! Talking to the droplet: a small `Transport` trait (SSH in production, a local shell in
+//! tests), atomic uploads, one-round-trip file digests, and the converge step built on them.
+
+pub mod converge;
+pub mod keys;
+pub mod ssh;
+
+#[cfg(test)]
+pub(crate) mod local;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+pub use converge::{
+    converge, desired_files, managed_paths, ConvergeReport, Effect, ManagedFile, TlsMaterial,
+};
+pub use keys::{fingerprint_sha256, generate_ed25519, GeneratedKey};
+pub use ssh::SshTransport;
+
+/// What a remote command left behind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    /// The exit status; `None` when the command died without one (killed by a signal).
+    pub status: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+
+    /// The last lines of stderr, for an error message. Scripts must not echo secrets to stderr.
+    pub fn stderr_tail(&self) -> String {
+        tail(&self.stderr, 20)
+    }
+}
+
+fn tail(bytes: &[u8], lines: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("connecting to {addr}: {message}")]
+    Connect { addr: String, message: String },
+    #[error("host key of {addr} does not match the one installed at create (expected {expected}, the server offered {offered}); refusing to connect")]
+    HostKeyMismatch {
+        addr: String,
+        expected: String,
+        offered: String,
+    },
+    #[error("authenticating as {user} on {addr}: {message}")]
+    Auth {
+        addr: String,
+        user: String,
+        message: String,
+    },
+    #[error("SSH session to {addr}: {message}")]
+    Session { addr: String, message: String },
+    #[error("{what} on {addr} timed out after {seconds} s")]
+    Timeout {
+        addr: String,
+        what: String,
+        seconds: u64,
+    },
+    #[error("{what} failed (exit status {status}): {stderr}")]
+    Command {
+        what: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("{what}: unexpected output from the droplet: {detail}")]
+    Protocol { what: String, detail: String },
+    #[error("invalid key: {0}")]
+    Key(String),
+    #[error(transparent)]
+    Render(#[from] crate::render::RenderError),
+}
+
+/// The one thing the converge logic needs from a machine: run a command with some stdin.
+/// Uploads and digests are built on `exec`, so every transport gets the same atomic behaviour.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// Runs `cmd` with `sh -c` semantics (the login shell of root), feeding it `stdin`.
+    async fn exec(&self, cmd: &str, stdin: &[u8]) -> Result<Output, RemoteError>;
+
+    /// Names the machine in error messages.
+    fn describe(&self) -> String;
+
+    /// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync'd, renamed
+    /// over the target, then the directory fsync'd. A reader sees the old or the new file,
+    /// never a half-written one.
+    async fn upload(&self, path: &str, bytes: &[u8], mode: u32) -> Result<(), RemoteError> {
+        let cmd = atomic_write_command(path, mode);
+        let out = self.exec(&cmd, bytes).await?;
+        if !out.success() {
+            return Err(RemoteError::Command {
+                what: format!("writing {path} on {}", self.describe()),
+                status: status_text(out.status),
+                stderr: out.stderr_tail(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The shell command behind `Transport::upload`; stdin is the file's content. mktemp creates
+/// the temp file 0600 whatever the umask, so the bytes are private until `chmod`; the umask is
+/// for directories it creates, which readers such as nginx workers must be able to enter.
+pub fn atomic_write_command(path: &str, mode: u32) -> String {
+    let p = shell_quote(path);
+    format!(
+        "set -e; umask 022; d=$(dirname {p}); mkdir -p \"$d\"; \
+         t=$(mktemp \"$d/.upload.XXXXXX\"); trap 'rm -f \"$t\"' EXIT; \
+         cat > \"$t\"; chmod {mode:o} \"$t\"; sync \"$t\"; mv -f \"$t\" {p}; trap - EXIT; sync \"$d\""
+    )
+}
+
+pub(crate) fn status_text(status: Option<i32>) -> String {
+    status.map_or_else(|| "none (killed by a signal)".to_owned(), |s| s.to_string())
+}
+
+/// Single-quotes `s` for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The value `managed_file_digests` reports for a missing file.
+pub const ABSENT: &str = "absent";
+
+/// sha256 (hex) of each path, or `"absent"`, in one round trip: what `read` compares with the
+/// digests of the rendered files to spot hand edits.
+pub async fn managed_file_digests(
+    transport: &dyn Transport,
+    paths: &[&str],
+) -> Result<BTreeMap<String, String>, RemoteError> {
+    if paths.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let mut cmd = String::from("for p in");
+    for p in paths {
+        cmd.push(' ');
+        cmd.push_str(&shell_quote(p));
+    }
+    // One line per path, in order: "<hex>" or "absent". sha256sum reads from stdin so that
+    // odd file names cannot change the shape of its output.
+    cmd.push_str(
+        "; do if [ -f \"$p\" ]; then sha256sum < \"$p\" | cut -d' ' -f1 || echo unreadable; \
+         else echo absent; fi; done",
+    );
+    let what = format!("reading file digests on {}", transport.describe());
+    let out = transport.exec(&cmd, b"").await?;
+    if !out.success() {
+        return Err(RemoteError::Command {
+            what,
+            status: status_text(out.status),
+            stderr: out.stderr_tail(),
+        });
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() != paths.len() {
+        return Err(RemoteError::Protocol {
+            what,
+            detail: format!("{} lines for {} paths", lines.len(), paths.len()),
+        });
+    }
+    let mut digests = BTreeMap::new();
+    for (path, line) in paths.iter().zip(lines) {
+        let ok =
+            line == ABSENT || (line.len() == 64 && line.chars().all(|c| c.is_ascii_hexdigit()));
+        if !ok {
+            return Err(RemoteError::Protocol {
+                what,
+                detail: format!("digest of {path} is {line:?}"),
+            });
+        }
+        digests.insert((*path).to_owned(), line.to_owned());
+    }
+    Ok(digests)
+}
+
+/// sha256 hex of `bytes`, as `sha256sum` prints it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local::LocalTransport;
+    use super::*;
+
+    #[test]
+    fn quoting_survives_quotes() {
+        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+    }
+
+    #[tokio::test]
+    async fn upload_is_atomic_and_sets_mode() {
+        let t = LocalTransport::new();
+        let path = t.root().join("etc/x/file.conf");
+        let path = path.to_str().unwrap();
+        t.upload(path, b"one\n", 0o640).await.unwrap();
+        t.upload(path, b"two\n", 0o640).await.unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), b"two\n");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        // New directories stay enterable by other users (nginx workers serving ACME tokens).
+        let dir_mode = std::fs::metadata(t.root().join("etc/x"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o755);
+        // No temp file left beside it.
+        let dir = std::fs::read_dir(t.root().join("etc/x")).unwrap();
+        let names: Vec<_> = dir.map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["file.conf"]);
+        // The command itself writes a temp file and renames it: never `cat > target`.
+        let cmd = atomic_write_command(path, 0o640);
+        assert!(cmd.contains("mktemp"));
+        assert!(cmd.contains("mv -f \"$t\""));
+        assert!(cmd.contains("sync \"$t\""));
+    }
+
+    #[tokio::test]
+    async fn digests_in_one_round_trip() {
+        let t = LocalTransport::new();
+        let a = t.root().join("a");
+        std::fs::write(&a, b"hello\n").unwrap();
+        let odd = t.root().join("it's b");
+        std::fs::write(&odd, b"").unwrap();
+        let missing = t.root().join("missing");
+        let paths = [
+            a.to_str().unwrap(),
+            odd.to_str().unwrap(),
+            missing.to_str().unwrap(),
+        ];
+        let before = t.exec_count();
+        let d = managed_file_digests(&t, &paths).await.unwrap();
+        assert_eq!(t.exec_count() - before, 1);
+        assert_eq!(d[paths[0]], sha256_hex(b"hello\n"));
+        assert_eq!(d[paths[1]], sha256_hex(b""));
+        assert_eq!(d[paths[2]], ABSENT);
+    }
+}
