@@ -6,9 +6,14 @@ use std::collections::HashMap;
 use tf_provider::DynamicResource;
 
 pub mod config;
+pub mod do_api;
 pub mod logging;
 pub mod provider;
+pub mod remote;
+pub mod render;
+pub mod resource;
 pub mod secret;
+pub mod tls;
 
 pub use provider::{DockerProvider, SettingsHandle};
 
@@ -16,6 +21,13 @@ pub use provider::{DockerProvider, SettingsHandle};
 pub const PROVIDER_NAME: &str = "docker";
 
 /// Every resource the provider serves, keyed by its name without the `docker_` prefix.
-pub fn resources(_settings: &SettingsHandle) -> HashMap<String, Box<dyn DynamicResource>> {
-    HashMap::new()
+pub fn resources(settings: &SettingsHandle) -> HashMap<String, Box<dyn DynamicResource>> {
+    let mut m: HashMap<String, Box<dyn DynamicResource>> = HashMap::new();
+    m.insert(
+        "registry".to_owned(),
+        Box::new(resource::RegistryResource {
+            settings: settings.clone(),
+        }),
+    );
+    m
 }

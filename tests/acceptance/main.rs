@@ -29,7 +29,15 @@ fn tofu_validate_and_plan_load_the_built_provider() {
 #[test]
 fn tofu_validate_names_a_bad_provider_argument() {
     let tf = Tofu::new(&format!(
-        "{PROVIDER_BLOCK}\nprovider \"docker\" {{\n  api_endpoint = \"not a url\"\n  http_retry_max = -1\n}}\n"
+        "{PROVIDER_BLOCK}\nprovider \"docker\" {{\n  api_endpoint = \"not a url\"\n  http_retry_max = -1\n}}\n{}",
+        r#"
+resource "docker_registry" "r" {
+  name   = "registry"
+  region = "ams3"
+  fqdn   = "registry.example.com"
+  tls { source = "self_signed" }
+}
+"#
     ));
     let (ok, out) = tf.run_text(&["validate", "-no-color"]);
     assert!(!ok, "tofu validate should fail:\n{out}");
