@@ -95,7 +95,10 @@ fn check_url(diags: &mut Diagnostics, name: &'static str, raw: &str, allow_templ
         Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => {}
         Ok(u) => diags.error(
             format!("Invalid `{name}`"),
-            format!("`{name}` must be an http or https URL with a host, got scheme `{}`.", u.scheme()),
+            format!(
+                "`{name}` must be an http or https URL with a host, got scheme `{}`.",
+                u.scheme()
+            ),
             AttributePath::new(name),
         ),
         Err(e) => diags.error(
@@ -193,7 +196,11 @@ pub fn resolve(
     terraform_version: String,
 ) -> Option<Settings> {
     validate(diags, config);
-    let token = pick(&config.token, env, &["DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN"]);
+    let token = pick(
+        &config.token,
+        env,
+        &["DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN"],
+    );
     let Some(token) = token else {
         diags.error(
             "No DigitalOcean API token",
@@ -218,8 +225,14 @@ pub fn resolve(
     Some(Settings {
         token: Secret::new(token),
         api_endpoint: Url::parse(&api).ok()?,
-        spaces_access_id: pick(&config.spaces_access_id, env, &["SPACES_ACCESS_KEY_ID"]).map(Secret::new),
-        spaces_secret_key: pick(&config.spaces_secret_key, env, &["SPACES_SECRET_ACCESS_KEY"]).map(Secret::new),
+        spaces_access_id: pick(&config.spaces_access_id, env, &["SPACES_ACCESS_KEY_ID"])
+            .map(Secret::new),
+        spaces_secret_key: pick(
+            &config.spaces_secret_key,
+            env,
+            &["SPACES_SECRET_ACCESS_KEY"],
+        )
+        .map(Secret::new),
         spaces_endpoint,
         http_retry_max: config
             .http_retry_max
@@ -244,7 +257,10 @@ mod tests {
     struct FakeEnv(Vec<(&'static str, &'static str)>);
     impl Env for FakeEnv {
         fn get(&self, name: &str) -> Option<String> {
-            self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+            self.0
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
         }
     }
 
@@ -259,7 +275,10 @@ mod tests {
     #[test]
     fn token_falls_back_to_env_in_order() {
         let mut d = Diagnostics::default();
-        let env = FakeEnv(vec![("DIGITALOCEAN_ACCESS_TOKEN", "second"), ("DIGITALOCEAN_TOKEN", "first")]);
+        let env = FakeEnv(vec![
+            ("DIGITALOCEAN_ACCESS_TOKEN", "second"),
+            ("DIGITALOCEAN_TOKEN", "first"),
+        ]);
         let s = resolve(&mut d, &ProviderConfig::default(), &env, "1.6.2".into()).unwrap();
         assert_eq!(s.token.expose(), "first");
         assert_eq!(s.api_endpoint.as_str(), "https://api.digitalocean.com/");
@@ -273,7 +292,10 @@ mod tests {
     #[test]
     fn argument_wins_over_env() {
         let mut d = Diagnostics::default();
-        let env = FakeEnv(vec![("DIGITALOCEAN_TOKEN", "env"), ("DIGITALOCEAN_API_URL", "http://env:1")]);
+        let env = FakeEnv(vec![
+            ("DIGITALOCEAN_TOKEN", "env"),
+            ("DIGITALOCEAN_API_URL", "http://env:1"),
+        ]);
         let cfg = ProviderConfig {
             token: "arg".into(),
             api_endpoint: "http://127.0.0.1:8080".into(),
@@ -287,9 +309,18 @@ mod tests {
     #[test]
     fn missing_token_names_the_env_vars() {
         let mut d = Diagnostics::default();
-        assert!(resolve(&mut d, &ProviderConfig::default(), &FakeEnv(vec![]), String::new()).is_none());
+        assert!(resolve(
+            &mut d,
+            &ProviderConfig::default(),
+            &FakeEnv(vec![]),
+            String::new()
+        )
+        .is_none());
         let e = &d.errors[0];
-        assert!(e.detail.contains("DIGITALOCEAN_TOKEN") && e.detail.contains("DIGITALOCEAN_ACCESS_TOKEN"));
+        assert!(
+            e.detail.contains("DIGITALOCEAN_TOKEN")
+                && e.detail.contains("DIGITALOCEAN_ACCESS_TOKEN")
+        );
         assert_eq!(error_paths(&d), vec!["token".to_string()]);
     }
 
@@ -309,7 +340,13 @@ mod tests {
         paths.sort();
         assert_eq!(
             paths,
-            vec!["acme_ca_certificates", "api_endpoint", "http_retry_max", "requests_per_second", "spaces_endpoint"]
+            vec![
+                "acme_ca_certificates",
+                "api_endpoint",
+                "http_retry_max",
+                "requests_per_second",
+                "spaces_endpoint"
+            ]
         );
     }
 

@@ -11,7 +11,9 @@ use tracing_subscriber::EnvFilter;
 
 /// The level asked for by TF_LOG_PROVIDER, else TF_LOG ("JSON" means trace, as in Terraform).
 pub fn level_from_env(provider: Option<&str>, core: Option<&str>) -> Option<tracing::Level> {
-    let raw = provider.filter(|s| !s.is_empty()).or(core.filter(|s| !s.is_empty()))?;
+    let raw = provider
+        .filter(|s| !s.is_empty())
+        .or(core.filter(|s| !s.is_empty()))?;
     match raw.to_ascii_lowercase().as_str() {
         "trace" | "json" => Some(tracing::Level::TRACE),
         "debug" => Some(tracing::Level::DEBUG),

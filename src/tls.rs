@@ -47,7 +47,9 @@ pub fn self_signed(
         None => {
             let key = KeyPair::generate().map_err(gen)?;
             let mut params = CertificateParams::default();
-            params.distinguished_name.push(DnType::CommonName, format!("docker_registry CA for {fqdn}"));
+            params
+                .distinguished_name
+                .push(DnType::CommonName, format!("docker_registry CA for {fqdn}"));
             params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
             params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
             params.not_before = now - Duration::hours(1);
@@ -76,7 +78,8 @@ pub fn self_signed(
         private_key_pem: Secret::new(leaf_key.serialize_pem()),
         ca_certificate_pem: Some(ca_cert_pem),
         ca_private_key_pem: Some(ca_key_pem),
-        not_after: OffsetDateTime::from_unix_timestamp(not_after.unix_timestamp()).unwrap_or(not_after),
+        not_after: OffsetDateTime::from_unix_timestamp(not_after.unix_timestamp())
+            .unwrap_or(not_after),
     })
 }
 
@@ -113,7 +116,8 @@ pub fn leaf_info(chain_pem: &str) -> Result<LeafInfo, TlsError> {
 
 pub fn name_matches(pattern: &str, fqdn: &str) -> bool {
     if let Some(rest) = pattern.strip_prefix("*.") {
-        fqdn.split_once('.').is_some_and(|(_, parent)| parent == rest)
+        fqdn.split_once('.')
+            .is_some_and(|(_, parent)| parent == rest)
     } else {
         pattern == fqdn
     }
@@ -122,10 +126,16 @@ pub fn name_matches(pattern: &str, fqdn: &str) -> bool {
 /// Checks a provided certificate: it parses, its key matches, it covers `fqdn`, it has not expired.
 pub fn check_provided(chain_pem: &str, key_pem: &Secret, fqdn: &str) -> Result<LeafInfo, TlsError> {
     let info = leaf_info(chain_pem)?;
-    let key = KeyPair::from_pem(key_pem.expose())
-        .map_err(|_| TlsError::Invalid("the private key is not a PEM private key this provider can read (PKCS#8, EC or RSA)".into()))?;
+    let key = KeyPair::from_pem(key_pem.expose()).map_err(|_| {
+        TlsError::Invalid(
+            "the private key is not a PEM private key this provider can read (PKCS#8, EC or RSA)"
+                .into(),
+        )
+    })?;
     if key.public_key_der() != info.spki_der {
-        return Err(TlsError::Invalid("the private key does not belong to the certificate".into()));
+        return Err(TlsError::Invalid(
+            "the private key does not belong to the certificate".into(),
+        ));
     }
     if !info.dns_names.iter().any(|n| name_matches(n, fqdn)) {
         return Err(TlsError::Invalid(format!(
@@ -134,13 +144,17 @@ pub fn check_provided(chain_pem: &str, key_pem: &Secret, fqdn: &str) -> Result<L
         )));
     }
     if info.not_after <= OffsetDateTime::now_utc() {
-        return Err(TlsError::Invalid(format!("the certificate expired on {}", rfc3339(info.not_after))));
+        return Err(TlsError::Invalid(format!(
+            "the certificate expired on {}",
+            rfc3339(info.not_after)
+        )));
     }
     Ok(info)
 }
 
 pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -153,9 +167,19 @@ mod tests {
         let a = self_signed("registry.example.com", &[ip], None).unwrap();
         let info = leaf_info(&a.cert_chain_pem).unwrap();
         assert_eq!(info.dns_names, vec!["registry.example.com"]);
-        check_provided(&a.cert_chain_pem, &a.private_key_pem, "registry.example.com").unwrap();
+        check_provided(
+            &a.cert_chain_pem,
+            &a.private_key_pem,
+            "registry.example.com",
+        )
+        .unwrap();
         let ca = a.ca_certificate_pem.clone().unwrap();
-        let b = self_signed("registry.example.com", &[ip], Some((&ca, a.ca_private_key_pem.as_ref().unwrap()))).unwrap();
+        let b = self_signed(
+            "registry.example.com",
+            &[ip],
+            Some((&ca, a.ca_private_key_pem.as_ref().unwrap())),
+        )
+        .unwrap();
         assert_eq!(b.ca_certificate_pem.as_deref(), Some(ca.as_str()));
         assert_ne!(leaf_info(&b.cert_chain_pem).unwrap().der, info.der);
         assert!(format!("{:?}", a).contains("***"));
@@ -165,9 +189,15 @@ mod tests {
     fn provided_checks_name_and_key() {
         let a = self_signed("registry.example.com", &[], None).unwrap();
         let b = self_signed("other.example.com", &[], None).unwrap();
-        let e = check_provided(&a.cert_chain_pem, &a.private_key_pem, "other.example.com").unwrap_err();
+        let e =
+            check_provided(&a.cert_chain_pem, &a.private_key_pem, "other.example.com").unwrap_err();
         assert!(e.to_string().contains("not \"other.example.com\""), "{e}");
-        let e = check_provided(&a.cert_chain_pem, &b.private_key_pem, "registry.example.com").unwrap_err();
+        let e = check_provided(
+            &a.cert_chain_pem,
+            &b.private_key_pem,
+            "registry.example.com",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("does not belong"), "{e}");
         assert!(check_provided("garbage", &a.private_key_pem, "x").is_err());
         assert!(name_matches("*.example.com", "registry.example.com"));

@@ -1,15 +1,15 @@
 //! localocean: a local DigitalOcean for tests and the quickstart. The API (axum) follows
 //! DigitalOcean's OpenAPI spec; droplets are real systemd-nspawn machines; DNS and Spaces are real servers.
 
+pub mod api;
+pub mod dns;
+pub mod faults;
+pub mod garage;
 pub mod hypervisor;
-pub mod model;
-pub mod spaces;
 pub mod image;
 pub mod instance;
 pub mod machines;
+pub mod model;
 pub mod net;
-pub mod dns;
-pub mod api;
+pub mod spaces;
 pub mod store;
-pub mod faults;
-pub mod garage;

@@ -21,6 +21,11 @@ pub struct IssuedKey {
 pub trait SpacesBackend: Send + Sync + 'static {
     async fn create_key(&self, name: &str, grants: &[Grant]) -> anyhow::Result<IssuedKey>;
     /// Replaces the key's grants and name.
-    async fn update_key(&self, access_key: &str, name: &str, grants: &[Grant]) -> anyhow::Result<()>;
+    async fn update_key(
+        &self,
+        access_key: &str,
+        name: &str,
+        grants: &[Grant],
+    ) -> anyhow::Result<()>;
     async fn delete_key(&self, access_key: &str) -> anyhow::Result<()>;
 }

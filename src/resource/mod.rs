@@ -145,21 +145,25 @@ fn timeout(st: &RegistryState, which: &str, default: Duration) -> Duration {
         "update" => t.update.as_ref_option(),
         _ => t.delete.as_ref_option(),
     });
-    v.and_then(|v| validate::parse_duration(v).ok()).unwrap_or(default)
+    v.and_then(|v| validate::parse_duration(v).ok())
+        .unwrap_or(default)
 }
 
 /// What is not built yet gets a plan-time error on its attribute, so nothing is created.
 fn check_supported(diags: &mut Diagnostics, st: &RegistryState) {
     let source = tls_source(st);
-    if st.tls.as_ref_option().is_some_and(|t| !t.source.is_unknown()) || st.tls.is_null() {
-        if source == "acme" {
-            diags.error(
-                "`tls.source = \"acme\"` is not available in this version",
-                "ACME certificates (Let's Encrypt by DNS-01 or HTTP-01) are not implemented yet. \
-                 Use `tls { source = \"self_signed\" }` or `tls { source = \"provided\" ... }` for now.",
-                AttributePath::new("tls").index(0).attribute("source"),
-            );
-        }
+    let source_known = st.tls.is_null()
+        || st
+            .tls
+            .as_ref_option()
+            .is_some_and(|t| !t.source.is_unknown());
+    if source_known && source == "acme" {
+        diags.error(
+            "`tls.source = \"acme\"` is not available in this version",
+            "ACME certificates (Let's Encrypt by DNS-01 or HTTP-01) are not implemented yet. \
+             Use `tls { source = \"self_signed\" }` or `tls { source = \"provided\" ... }` for now.",
+            AttributePath::new("tls").index(0).attribute("source"),
+        );
     }
     let backend = storage_backend(st);
     if backend == "volume" || backend == "spaces" {
@@ -177,7 +181,9 @@ fn users_of(st: &RegistryState) -> Vec<render::User> {
     if let Some(users) = st.users.as_ref_option() {
         for (name, u) in users {
             let Some(u) = u.as_ref_option() else { continue };
-            let Some(hash) = u.bcrypt_hash.as_ref_option() else { continue };
+            let Some(hash) = u.bcrypt_hash.as_ref_option() else {
+                continue;
+            };
             out.push(render::User {
                 name: name.clone(),
                 bcrypt_hash: hash.clone(),
@@ -214,11 +220,10 @@ fn tls_material_of(st: &RegistryState) -> Option<remote::TlsMaterial> {
 fn expected_digests(st: &RegistryState) -> Option<BTreeMap<String, String>> {
     let spec = spec_of(st)?;
     let material = tls_material_of(st)?;
-    if st
-        .users
-        .as_ref_option()
-        .is_some_and(|u| u.values().any(|u| u.as_ref_option().is_some_and(|u| !u.bcrypt_hash.is_value())))
-    {
+    if st.users.as_ref_option().is_some_and(|u| {
+        u.values()
+            .any(|u| u.as_ref_option().is_some_and(|u| !u.bcrypt_hash.is_value()))
+    }) {
         return None;
     }
     let files = remote::desired_files(&spec, &material).ok()?;
@@ -281,7 +286,9 @@ fn fill_hashes(st: &mut RegistryState, prior: Option<&RegistryState>) -> Result<
                 .and_then(|p| p.bcrypt_hash.as_ref_option().cloned());
             u.bcrypt_hash = match prior_hash {
                 Some(h) => s(h),
-                None => s(render::hash_password(&Secret::new(pw.clone())).map_err(|e| e.to_string())?),
+                None => s(
+                    render::hash_password(&Secret::new(pw.clone())).map_err(|e| e.to_string())?
+                ),
             };
         }
     }
@@ -328,12 +335,27 @@ impl RegistryResource {
             match client.list_regions().await {
                 Ok(regions) => {
                     if !regions.iter().any(|r| r.slug == region) {
-                        let mut valid: Vec<_> = regions.iter().filter(|r| r.available).map(|r| r.slug.clone()).collect();
+                        let mut valid: Vec<_> = regions
+                            .iter()
+                            .filter(|r| r.available)
+                            .map(|r| r.slug.clone())
+                            .collect();
                         valid.sort();
-                        diags.error("Unknown `region`", format!("{region:?} is not a DigitalOcean region; valid: {}.", valid.join(", ")), AttributePath::new("region"));
+                        diags.error(
+                            "Unknown `region`",
+                            format!(
+                                "{region:?} is not a DigitalOcean region; valid: {}.",
+                                valid.join(", ")
+                            ),
+                            AttributePath::new("region"),
+                        );
                     }
                 }
-                Err(e) => diags.error("Cannot check `region`", e.to_string(), AttributePath::new("region")),
+                Err(e) => diags.error(
+                    "Cannot check `region`",
+                    e.to_string(),
+                    AttributePath::new("region"),
+                ),
             }
         }
         if let Some(size) = known(&st.size) {
@@ -341,17 +363,39 @@ impl RegistryResource {
                 Ok(sizes) => {
                     if !sizes.iter().any(|s| s.slug == size) {
                         let valid: Vec<_> = sizes.iter().map(|s| s.slug.clone()).collect();
-                        diags.error("Unknown `size`", format!("{size:?} is not a droplet size; valid: {}.", valid.join(", ")), AttributePath::new("size"));
+                        diags.error(
+                            "Unknown `size`",
+                            format!(
+                                "{size:?} is not a droplet size; valid: {}.",
+                                valid.join(", ")
+                            ),
+                            AttributePath::new("size"),
+                        );
                     }
                 }
-                Err(e) => diags.error("Cannot check `size`", e.to_string(), AttributePath::new("size")),
+                Err(e) => diags.error(
+                    "Cannot check `size`",
+                    e.to_string(),
+                    AttributePath::new("size"),
+                ),
             }
         }
         if let Some(image) = known(&st.image) {
             match client.get_image(image).await {
                 Ok(Some(_)) => {}
-                Ok(None) => diags.error("Unknown `image`", format!("{image:?} is not an image slug of this account (for example \"{}\").", schema::DEFAULT_IMAGE), AttributePath::new("image")),
-                Err(e) => diags.error("Cannot check `image`", e.to_string(), AttributePath::new("image")),
+                Ok(None) => diags.error(
+                    "Unknown `image`",
+                    format!(
+                        "{image:?} is not an image slug of this account (for example \"{}\").",
+                        schema::DEFAULT_IMAGE
+                    ),
+                    AttributePath::new("image"),
+                ),
+                Err(e) => diags.error(
+                    "Cannot check `image`",
+                    e.to_string(),
+                    AttributePath::new("image"),
+                ),
             }
         }
         if let Some(fqdn) = known(&st.fqdn) {
@@ -371,12 +415,19 @@ fn parent_of(fqdn: &str) -> &str {
 }
 
 /// The account's domain holding `fqdn` (longest suffix first) and the record name in it.
-async fn find_domain(client: &Client, fqdn: &str) -> Result<Option<(String, String)>, do_api::Error> {
+async fn find_domain(
+    client: &Client,
+    fqdn: &str,
+) -> Result<Option<(String, String)>, do_api::Error> {
     let labels: Vec<&str> = fqdn.split('.').collect();
     for i in 0..labels.len().saturating_sub(1) {
         let domain = labels[i..].join(".");
         if client.get_domain(&domain).await?.is_some() {
-            let name = if i == 0 { "@".to_owned() } else { labels[..i].join(".") };
+            let name = if i == 0 {
+                "@".to_owned()
+            } else {
+                labels[..i].join(".")
+            };
             return Ok(Some((domain, name)));
         }
     }
@@ -388,20 +439,38 @@ fn firewall_request(name: &str, droplet_id: u64, cidrs: &[String]) -> do_api::Fi
         addresses: vec!["0.0.0.0/0".into(), "::/0".into()],
         ..Default::default()
     };
-    let rule = |ports: &str, sources| do_api::InboundRule { protocol: "tcp".into(), ports: ports.into(), sources };
+    let rule = |ports: &str, sources| do_api::InboundRule {
+        protocol: "tcp".into(),
+        ports: ports.into(),
+        sources,
+    };
     do_api::FirewallRequest {
         name: format!("{name}-registry"),
         droplet_ids: vec![droplet_id],
         tags: vec![],
         inbound_rules: vec![
-            rule("22", do_api::FirewallTarget { addresses: cidrs.to_vec(), ..Default::default() }),
+            rule(
+                "22",
+                do_api::FirewallTarget {
+                    addresses: cidrs.to_vec(),
+                    ..Default::default()
+                },
+            ),
             rule("80", anywhere()),
             rule("443", anywhere()),
         ],
         outbound_rules: ["tcp", "udp"]
             .iter()
-            .map(|p| do_api::OutboundRule { protocol: (*p).into(), ports: "0".into(), destinations: anywhere() })
-            .chain(std::iter::once(do_api::OutboundRule { protocol: "icmp".into(), ports: "0".into(), destinations: anywhere() }))
+            .map(|p| do_api::OutboundRule {
+                protocol: (*p).into(),
+                ports: "0".into(),
+                destinations: anywhere(),
+            })
+            .chain(std::iter::once(do_api::OutboundRule {
+                protocol: "icmp".into(),
+                ports: "0".into(),
+                destinations: anywhere(),
+            }))
             .collect(),
     }
 }
@@ -409,7 +478,11 @@ fn firewall_request(name: &str, droplet_id: u64, cidrs: &[String]) -> do_api::Fi
 fn cidrs_of(st: &RegistryState) -> Vec<String> {
     st.ssh_allowed_cidrs
         .as_ref_option()
-        .map(|v| v.iter().filter_map(|c| c.as_ref_option().cloned()).collect())
+        .map(|v| {
+            v.iter()
+                .filter_map(|c| c.as_ref_option().cloned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -417,7 +490,8 @@ fn cidrs_of(st: &RegistryState) -> Vec<String> {
 /// answers 401 without credentials and 200 with a push user's.
 async fn verify_from_outside(st: &RegistryState, ip: IpAddr) -> Result<(), String> {
     let fqdn = known(&st.fqdn).unwrap_or_default().to_owned();
-    let expected = tls::leaf_info(known(&st.certificate_pem).unwrap_or_default()).map_err(|e| e.to_string())?;
+    let expected = tls::leaf_info(known(&st.certificate_pem).unwrap_or_default())
+        .map_err(|e| e.to_string())?;
     // The served certificate is compared byte for byte below, so chain trust is not needed here.
     let http = reqwest::Client::builder()
         .resolve(&fqdn, SocketAddr::new(ip, 443))
@@ -427,18 +501,27 @@ async fn verify_from_outside(st: &RegistryState, ip: IpAddr) -> Result<(), Strin
         .build()
         .map_err(|e| e.to_string())?;
     let url = format!("https://{fqdn}/v2/");
-    let resp = http.get(&url).send().await.map_err(|e| format!("GET {url} at {ip}: {e}"))?;
+    let resp = http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url} at {ip}: {e}"))?;
     let served = resp
         .extensions()
         .get::<reqwest::tls::TlsInfo>()
         .and_then(|i| i.peer_certificate().map(<[u8]>::to_vec));
     if served.as_deref() != Some(expected.der.as_slice()) {
-        return Err(format!("{url} at {ip} does not serve the certificate the provider installed"));
+        return Err(format!(
+            "{url} at {ip} does not serve the certificate the provider installed"
+        ));
     }
     let anonymous = st.anonymous_pull.as_ref_option().copied().unwrap_or(false);
     let want = if anonymous { 200 } else { 401 };
     if resp.status().as_u16() != want {
-        return Err(format!("GET {url} without credentials answered {}, want {want}", resp.status()));
+        return Err(format!(
+            "GET {url} without credentials answered {}, want {want}",
+            resp.status()
+        ));
     }
     if let Some((user, pw)) = push_credentials(st) {
         let resp = http
@@ -448,7 +531,10 @@ async fn verify_from_outside(st: &RegistryState, ip: IpAddr) -> Result<(), Strin
             .await
             .map_err(|e| format!("GET {url} as {user}: {e}"))?;
         if resp.status().as_u16() != 200 {
-            return Err(format!("GET {url} as push user {user:?} answered {}, want 200", resp.status()));
+            return Err(format!(
+                "GET {url} as push user {user:?} answered {}, want 200",
+                resp.status()
+            ));
         }
     }
     Ok(())
@@ -473,7 +559,9 @@ async fn converge_and_verify(st: &mut RegistryState, deadline: Instant) -> Resul
     let material = tls_material_of(st).ok_or_else(|| ctx("no certificate in state".into()))?;
     let files = remote::desired_files(&spec, &material).map_err(|e| ctx(e.to_string()))?;
     let transport = connect(st, deadline).await.map_err(ctx)?;
-    let report = remote::converge(&transport, &spec, &files).await.map_err(|e| ctx(e.to_string()))?;
+    let report = remote::converge(&transport, &spec, &files)
+        .await
+        .map_err(|e| ctx(e.to_string()))?;
     tracing::info!(
         droplet,
         changed = ?report.changed,
@@ -482,16 +570,35 @@ async fn converge_and_verify(st: &mut RegistryState, deadline: Instant) -> Resul
         registry_restarted = report.registry_restarted,
         "converged"
     );
-    st.files_digest = Value::Value(report.digests.iter().map(|(k, v)| (k.clone(), s(v.clone()))).collect());
+    st.files_digest = Value::Value(
+        report
+            .digests
+            .iter()
+            .map(|(k, v)| (k.clone(), s(v.clone())))
+            .collect(),
+    );
     let version = transport
         .exec("docker-registry --version 2>/dev/null | awk '{print $NF}'; du -sb /var/lib/docker-registry 2>/dev/null | cut -f1", b"")
         .await
         .map_err(|e| ctx(e.to_string()))?;
     let text = String::from_utf8_lossy(&version.stdout).to_string();
     let mut lines = text.lines();
-    st.registry_version = s(lines.next().unwrap_or("").trim().trim_start_matches('v').to_owned());
-    st.storage_used_bytes = Value::Value(lines.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0));
-    let ip: IpAddr = known(&st.ipv4_address).unwrap_or_default().parse().map_err(|_| ctx("bad IPv4 address in state".into()))?;
+    st.registry_version = s(lines
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_start_matches('v')
+        .to_owned());
+    st.storage_used_bytes = Value::Value(
+        lines
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0),
+    );
+    let ip: IpAddr = known(&st.ipv4_address)
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| ctx("bad IPv4 address in state".into()))?;
     verify_from_outside(st, ip).await.map_err(ctx)?;
     Ok(())
 }
@@ -516,7 +623,11 @@ fn issue_certificate(st: &mut RegistryState) -> Result<(), String> {
             tls::self_signed(&fqdn, &ips, existing).map_err(|e| e.to_string())?
         }
         "provided" => {
-            let chain = tls_block.certificate_pem.as_ref_option().cloned().unwrap_or_default();
+            let chain = tls_block
+                .certificate_pem
+                .as_ref_option()
+                .cloned()
+                .unwrap_or_default();
             let key = secret_of(&tls_block.private_key_pem).unwrap_or_default();
             let info = tls::check_provided(&chain, &key, &fqdn).map_err(|e| e.to_string())?;
             tls::Issued {
@@ -527,13 +638,20 @@ fn issue_certificate(st: &mut RegistryState) -> Result<(), String> {
                 not_after: info.not_after,
             }
         }
-        other => return Err(format!("tls source {other:?} is not available in this version")),
+        other => {
+            return Err(format!(
+                "tls source {other:?} is not available in this version"
+            ))
+        }
     };
     st.certificate_pem = s(issued.cert_chain_pem);
     st.tls_private_key_pem = s(issued.private_key_pem.expose().to_owned());
     st.certificate_not_after = s(tls::rfc3339(issued.not_after));
     st.ca_certificate_pem = issued.ca_certificate_pem.map(s).unwrap_or(Value::Null);
-    st.ca_private_key_pem = issued.ca_private_key_pem.map(|k| s(k.expose().to_owned())).unwrap_or(Value::Null);
+    st.ca_private_key_pem = issued
+        .ca_private_key_pem
+        .map(|k| s(k.expose().to_owned()))
+        .unwrap_or(Value::Null);
     Ok(())
 }
 
@@ -546,7 +664,9 @@ fn random_hex(bytes: usize) -> String {
 
 /// Points the A record at the droplet, creating it when missing.
 async fn ensure_record(client: &Client, st: &mut RegistryState) -> Result<(), String> {
-    ensure_record_api(client, st).await.map_err(|e| e.to_string())?
+    ensure_record_api(client, st)
+        .await
+        .map_err(|e| e.to_string())?
 }
 
 async fn ensure_record_api(
@@ -610,7 +730,10 @@ impl Resource for RegistryResource {
         let droplet = match client.get_droplet(id).await {
             Ok(Some(d)) => d,
             Ok(None) => {
-                tracing::info!(droplet = id, "droplet is gone; removing the registry from state");
+                tracing::info!(
+                    droplet = id,
+                    "droplet is gone; removing the registry from state"
+                );
                 return None;
             }
             Err(e) => {
@@ -624,7 +747,10 @@ impl Resource for RegistryResource {
         if !droplet.size_slug.is_empty() {
             st.size = s(droplet.size_slug.clone());
         }
-        if let (Some(domain), Some(rid)) = (known(&st.domain).map(str::to_owned), st.record_id.as_ref_option().copied()) {
+        if let (Some(domain), Some(rid)) = (
+            known(&st.domain).map(str::to_owned),
+            st.record_id.as_ref_option().copied(),
+        ) {
             match client.get_record(&domain, rid as u64).await {
                 Ok(Some(rec)) if Some(rec.data.as_str()) == known(&st.ipv4_address) => {}
                 Ok(_) => st.record_id = Value::Null,
@@ -696,9 +822,19 @@ impl Resource for RegistryResource {
         if tls_source(&st) == "provided" {
             // A provided certificate is known now: fail the plan, not the apply.
             let t = st.tls.as_ref_option().cloned().unwrap_or_default();
-            if let (Some(c), Some(k), Some(f)) = (t.certificate_pem.as_ref_option(), secret_of(&t.private_key_pem), known(&st.fqdn)) {
+            if let (Some(c), Some(k), Some(f)) = (
+                t.certificate_pem.as_ref_option(),
+                secret_of(&t.private_key_pem),
+                known(&st.fqdn),
+            ) {
                 if let Err(e) = tls::check_provided(c, &k, f) {
-                    diags.error("Invalid provided certificate", e.to_string(), AttributePath::new("tls").index(0).attribute("certificate_pem"));
+                    diags.error(
+                        "Invalid provided certificate",
+                        e.to_string(),
+                        AttributePath::new("tls")
+                            .index(0)
+                            .attribute("certificate_pem"),
+                    );
                     return None;
                 }
             }
@@ -723,7 +859,10 @@ impl Resource for RegistryResource {
             return None;
         }
         let mut replace = Vec::new();
-        for (attr, a, b) in [("region", &prior.region, &st.region), ("fqdn", &prior.fqdn, &st.fqdn)] {
+        for (attr, a, b) in [
+            ("region", &prior.region, &st.region),
+            ("fqdn", &prior.fqdn, &st.fqdn),
+        ] {
             if a != b {
                 replace.push(AttributePath::new(attr));
             }
@@ -772,7 +911,8 @@ impl Resource for RegistryResource {
         // Drift: compare what the droplet holds (as read) with what it must hold.
         match expected_digests(&st) {
             Some(expected) => {
-                st.files_digest = Value::Value(expected.into_iter().map(|(k, v)| (k, s(v))).collect());
+                st.files_digest =
+                    Value::Value(expected.into_iter().map(|(k, v)| (k, s(v))).collect());
             }
             None => st.files_digest = Value::Unknown,
         }
@@ -836,7 +976,7 @@ impl Resource for RegistryResource {
             diags.root_error("Updating the registry failed", e);
             // Keep what is known to be true: the prior state, with ids that may have changed.
             let mut keep = prior.clone();
-            keep.record_id = st.record_id.clone();
+            keep.record_id = st.record_id;
             keep.firewall_id = st.firewall_id.clone();
             null_unknowns(&mut keep);
             return Some((keep, private));
@@ -855,13 +995,19 @@ impl Resource for RegistryResource {
         let mut failed = false;
         if let (Some(domain), Some(rid)) = (known(&st.domain), st.record_id.as_ref_option()) {
             if let Err(e) = client.delete_record(domain, *rid as u64).await {
-                diags.root_error(format!("Deleting record ({rid}) of {domain}"), e.to_string());
+                diags.root_error(
+                    format!("Deleting record ({rid}) of {domain}"),
+                    e.to_string(),
+                );
                 failed = true;
             }
         }
         if let (Some(domain), Some(rid)) = (known(&st.domain), st.aaaa_record_id.as_ref_option()) {
             if let Err(e) = client.delete_record(domain, *rid as u64).await {
-                diags.root_error(format!("Deleting record ({rid}) of {domain}"), e.to_string());
+                diags.root_error(
+                    format!("Deleting record ({rid}) of {domain}"),
+                    e.to_string(),
+                );
                 failed = true;
             }
         }
@@ -890,11 +1036,32 @@ fn null_unknowns(st: &mut RegistryState) {
     macro_rules! n {
         ($($f:ident),*) => { $( if st.$f.is_unknown() { st.$f = Value::Null; } )* };
     }
-    n!(droplet_id, ipv4_address, ipv6_address, domain, record_id, aaaa_record_id, firewall_id,
-       host_key_fingerprint, certificate_pem, certificate_not_after, ca_certificate_pem,
-       registry_version, docker_config_json, storage_used_bytes, volume_id, management_private_key,
-       management_public_key, host_private_key, host_public_key, tls_private_key_pem,
-       ca_private_key_pem, http_secret, id, url);
+    n!(
+        droplet_id,
+        ipv4_address,
+        ipv6_address,
+        domain,
+        record_id,
+        aaaa_record_id,
+        firewall_id,
+        host_key_fingerprint,
+        certificate_pem,
+        certificate_not_after,
+        ca_certificate_pem,
+        registry_version,
+        docker_config_json,
+        storage_used_bytes,
+        volume_id,
+        management_private_key,
+        management_public_key,
+        host_private_key,
+        host_public_key,
+        tls_private_key_pem,
+        ca_private_key_pem,
+        http_secret,
+        id,
+        url
+    );
     if st.files_digest.is_unknown() {
         st.files_digest = Value::Null;
     }
@@ -910,12 +1077,18 @@ fn null_unknowns(st: &mut RegistryState) {
 }
 
 impl RegistryResource {
-    async fn create_inner(&self, client: &Client, st: &mut RegistryState, deadline: Instant) -> Result<(), String> {
+    async fn create_inner(
+        &self,
+        client: &Client,
+        st: &mut RegistryState,
+        deadline: Instant,
+    ) -> Result<(), String> {
         let name = known(&st.name).unwrap_or_default().to_owned();
         let fqdn = known(&st.fqdn).unwrap_or_default().to_owned();
         fill_hashes(st, None)?;
         st.docker_config_json = s(docker_config_json(st));
-        let mgmt = remote::generate_ed25519("terraform-provider-docker").map_err(|e| e.to_string())?;
+        let mgmt =
+            remote::generate_ed25519("terraform-provider-docker").map_err(|e| e.to_string())?;
         let host = remote::generate_ed25519(&format!("root@{name}")).map_err(|e| e.to_string())?;
         st.management_private_key = s(mgmt.private_openssh.expose().to_owned());
         st.management_public_key = s(mgmt.public_openssh.clone());
@@ -927,24 +1100,39 @@ impl RegistryResource {
         st.aaaa_record_id = Value::Null;
         st.ipv6_address = Value::Null;
 
-        let user_data = render::user_data(&mgmt.public_openssh, &host.private_openssh, &host.public_openssh);
+        let user_data = render::user_data(
+            &mgmt.public_openssh,
+            &host.private_openssh,
+            &host.public_openssh,
+        );
         let mut tags: Vec<String> = st
             .tags
             .as_ref_option()
-            .map(|t| t.iter().filter_map(|x| x.as_ref_option().cloned()).collect())
+            .map(|t| {
+                t.iter()
+                    .filter_map(|x| x.as_ref_option().cloned())
+                    .collect()
+            })
             .unwrap_or_default();
         let unique_tag = format!("docker-registry-{}", random_hex(6));
         tags.push(unique_tag.clone());
         let ssh_keys = st
             .ssh_key_fingerprints
             .as_ref_option()
-            .map(|v| v.iter().filter_map(|f| f.as_ref_option().cloned()).map(do_api::SshKeyRef::Fingerprint).collect())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|f| f.as_ref_option().cloned())
+                    .map(do_api::SshKeyRef::Fingerprint)
+                    .collect()
+            })
             .unwrap_or_default();
         let req = do_api::DropletCreateRequest {
             name: name.clone(),
             region: known(&st.region).unwrap_or_default().to_owned(),
             size: known(&st.size).unwrap_or(schema::DEFAULT_SIZE).to_owned(),
-            image: do_api::ImageRef::Slug(known(&st.image).unwrap_or(schema::DEFAULT_IMAGE).to_owned()),
+            image: do_api::ImageRef::Slug(
+                known(&st.image).unwrap_or(schema::DEFAULT_IMAGE).to_owned(),
+            ),
             ssh_keys,
             user_data: Some(Secret::new(user_data)),
             tags,
@@ -953,14 +1141,20 @@ impl RegistryResource {
             monitoring: false,
             vpc_uuid: None,
         };
-        let droplet = client.create_droplet(&req, &unique_tag).await.map_err(|e| e.to_string())?;
+        let droplet = client
+            .create_droplet(&req, &unique_tag)
+            .await
+            .map_err(|e| e.to_string())?;
         st.droplet_id = Value::Value(droplet.id as i64);
         tracing::info!(droplet = droplet.id, %fqdn, "droplet created");
 
         // The firewall needs only the droplet's id: make it while the droplet boots.
         let fw_req = firewall_request(&name, droplet.id, &cidrs_of(st));
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let (fw, active) = tokio::join!(client.create_firewall(&fw_req), client.wait_for_droplet_active(droplet.id, remaining));
+        let (fw, active) = tokio::join!(
+            client.create_firewall(&fw_req),
+            client.wait_for_droplet_active(droplet.id, remaining)
+        );
         match fw {
             Ok(f) => st.firewall_id = s(f.id),
             Err(e) => return Err(e.to_string()),
@@ -968,7 +1162,12 @@ impl RegistryResource {
         let active = active.map_err(|e| e.to_string())?;
         let ip = active
             .public_ipv4()
-            .ok_or_else(|| format!("droplet {name} ({}) is active but has no public IPv4 address", droplet.id))?
+            .ok_or_else(|| {
+                format!(
+                    "droplet {name} ({}) is active but has no public IPv4 address",
+                    droplet.id
+                )
+            })?
             .to_owned();
         st.ipv4_address = s(ip);
         st.ipv6_address = active.public_ipv6().map(s).unwrap_or(Value::Null);
@@ -978,34 +1177,62 @@ impl RegistryResource {
         Ok(())
     }
 
-    async fn update_inner(&self, client: &Client, prior: &RegistryState, st: &mut RegistryState, deadline: Instant) -> Result<(), String> {
-        let id = prior.droplet_id.as_ref_option().map(|i| *i as u64).ok_or("no droplet id in state")?;
+    async fn update_inner(
+        &self,
+        client: &Client,
+        prior: &RegistryState,
+        st: &mut RegistryState,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        let id = prior
+            .droplet_id
+            .as_ref_option()
+            .map(|i| *i as u64)
+            .ok_or("no droplet id in state")?;
         let remaining = || deadline.saturating_duration_since(Instant::now());
         if prior.name != st.name {
             if let Some(name) = known(&st.name) {
                 let a = client.rename(id, name).await.map_err(|e| e.to_string())?;
-                client.wait_for_action(a.id, remaining()).await.map_err(|e| e.to_string())?;
+                client
+                    .wait_for_action(a.id, remaining())
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
         }
         if prior.size != st.size {
             if let Some(size) = known(&st.size) {
                 let off = client.power_off(id).await.map_err(|e| e.to_string())?;
-                client.wait_for_action(off.id, remaining()).await.map_err(|e| e.to_string())?;
+                client
+                    .wait_for_action(off.id, remaining())
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let r = client.resize(id, size).await.map_err(|e| e.to_string())?;
-                client.wait_for_action(r.id, remaining()).await.map_err(|e| e.to_string())?;
+                client
+                    .wait_for_action(r.id, remaining())
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let on = client.power_on(id).await.map_err(|e| e.to_string())?;
-                client.wait_for_action(on.id, remaining()).await.map_err(|e| e.to_string())?;
+                client
+                    .wait_for_action(on.id, remaining())
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
         }
         // Firewall: recreate when gone, update when the SSH sources changed.
         let name = known(&st.name).unwrap_or_default().to_owned();
         let fw_req = firewall_request(&name, id, &cidrs_of(st));
         match known(&prior.firewall_id) {
-            Some(fw) if prior.ssh_allowed_cidrs != st.ssh_allowed_cidrs || st.firewall_id.is_unknown() => {
+            Some(fw)
+                if prior.ssh_allowed_cidrs != st.ssh_allowed_cidrs
+                    || st.firewall_id.is_unknown() =>
+            {
                 match client.update_firewall(fw, &fw_req).await {
                     Ok(f) => st.firewall_id = s(f.id),
                     Err(e) if e.is_not_found() => {
-                        let f = client.create_firewall(&fw_req).await.map_err(|e| e.to_string())?;
+                        let f = client
+                            .create_firewall(&fw_req)
+                            .await
+                            .map_err(|e| e.to_string())?;
                         st.firewall_id = s(f.id);
                     }
                     Err(e) => return Err(e.to_string()),
@@ -1013,12 +1240,15 @@ impl RegistryResource {
             }
             Some(fw) => st.firewall_id = s(fw.to_owned()),
             None => {
-                let f = client.create_firewall(&fw_req).await.map_err(|e| e.to_string())?;
+                let f = client
+                    .create_firewall(&fw_req)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 st.firewall_id = s(f.id);
             }
         }
         if st.record_id.is_unknown() {
-            st.record_id = prior.record_id.clone();
+            st.record_id = prior.record_id;
             ensure_record(client, st).await?;
         }
         fill_hashes(st, Some(prior))?;

@@ -51,15 +51,87 @@ pub fn schema() -> Schema {
     let tls = block(
         "Where the registry's certificate comes from. Without this block: `acme`.",
         vec![
-            ("source", a(T::String, C::OptionalComputed, false, "`acme` (default), `self_signed` or `provided`.")),
-            ("email", a(T::String, C::Optional, false, "Contact e-mail of the ACME account.")),
-            ("challenge", a(T::String, C::OptionalComputed, false, "`dns-01` (default, through DigitalOcean DNS) or `http-01`.")),
-            ("key_type", a(T::String, C::OptionalComputed, false, "`ecdsa-p256` (default), `rsa-2048` or `rsa-4096`.")),
-            ("renew_before_days", a(T::Number, C::OptionalComputed, false, "Renew when the certificate expires within this many days (default 30).")),
-            ("revoke_on_destroy", a(T::Bool, C::OptionalComputed, false, "Revoke an ACME certificate on destroy (default false).")),
-            ("caa", a(T::Bool, C::OptionalComputed, false, "Manage a CAA record that allows only the ACME CA (default false).")),
-            ("certificate_pem", a(T::String, C::Optional, false, "With `source = \"provided\"`: the certificate chain, leaf first.")),
-            ("private_key_pem", a(T::String, C::Optional, true, "With `source = \"provided\"`: the certificate's private key.")),
+            (
+                "source",
+                a(
+                    T::String,
+                    C::OptionalComputed,
+                    false,
+                    "`acme` (default), `self_signed` or `provided`.",
+                ),
+            ),
+            (
+                "email",
+                a(
+                    T::String,
+                    C::Optional,
+                    false,
+                    "Contact e-mail of the ACME account.",
+                ),
+            ),
+            (
+                "challenge",
+                a(
+                    T::String,
+                    C::OptionalComputed,
+                    false,
+                    "`dns-01` (default, through DigitalOcean DNS) or `http-01`.",
+                ),
+            ),
+            (
+                "key_type",
+                a(
+                    T::String,
+                    C::OptionalComputed,
+                    false,
+                    "`ecdsa-p256` (default), `rsa-2048` or `rsa-4096`.",
+                ),
+            ),
+            (
+                "renew_before_days",
+                a(
+                    T::Number,
+                    C::OptionalComputed,
+                    false,
+                    "Renew when the certificate expires within this many days (default 30).",
+                ),
+            ),
+            (
+                "revoke_on_destroy",
+                a(
+                    T::Bool,
+                    C::OptionalComputed,
+                    false,
+                    "Revoke an ACME certificate on destroy (default false).",
+                ),
+            ),
+            (
+                "caa",
+                a(
+                    T::Bool,
+                    C::OptionalComputed,
+                    false,
+                    "Manage a CAA record that allows only the ACME CA (default false).",
+                ),
+            ),
+            (
+                "certificate_pem",
+                a(
+                    T::String,
+                    C::Optional,
+                    false,
+                    "With `source = \"provided\"`: the certificate chain, leaf first.",
+                ),
+            ),
+            (
+                "private_key_pem",
+                a(
+                    T::String,
+                    C::Optional,
+                    true,
+                    "With `source = \"provided\"`: the certificate's private key.",
+                ),
+            ),
         ],
     );
     let storage = block(

@@ -103,5 +103,7 @@ pub struct RegistryState {
 
 /// A known, non-empty string value.
 pub fn known(v: &S) -> Option<&str> {
-    v.as_ref_option().map(|s| s.as_str()).filter(|s| !s.is_empty())
+    v.as_ref_option()
+        .map(|s| s.as_str())
+        .filter(|s| !s.is_empty())
 }

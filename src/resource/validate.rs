@@ -18,7 +18,8 @@ pub fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -36,7 +37,10 @@ pub fn check_name(diags: &mut Diagnostics, name: &str) {
 
 pub fn fqdn_problem(fqdn: &str) -> Option<String> {
     if fqdn.len() > 253 {
-        return Some(format!("it is {} characters long; the limit is 253", fqdn.len()));
+        return Some(format!(
+            "it is {} characters long; the limit is 253",
+            fqdn.len()
+        ));
     }
     if fqdn.ends_with('.') {
         return Some("leave out the trailing dot".into());
@@ -79,13 +83,21 @@ pub fn is_bcrypt_hash(h: &str) -> bool {
 pub fn check_user(diags: &mut Diagnostics, name: &str, user: &UserState) {
     let path = AttributePath::new("users").key(name.to_owned());
     if name.is_empty() {
-        err(diags, path.clone(), "Invalid user name", "A user name must not be empty.".into());
+        err(
+            diags,
+            path.clone(),
+            "Invalid user name",
+            "A user name must not be empty.".into(),
+        );
     } else if name.len() > MAX_USERNAME_LEN {
         err(
             diags,
             path.clone(),
             "Invalid user name",
-            format!("The user name {name:?} is {} characters long; the limit is {MAX_USERNAME_LEN}.", name.len()),
+            format!(
+                "The user name {name:?} is {} characters long; the limit is {MAX_USERNAME_LEN}.",
+                name.len()
+            ),
         );
     } else if name.contains(':') || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
         err(
@@ -146,8 +158,12 @@ pub fn check_user(diags: &mut Diagnostics, name: &str, user: &UserState) {
 
 pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
     let (ip, len) = s.split_once('/').ok_or("no `/prefix`")?;
-    let ip: std::net::IpAddr = ip.parse().map_err(|_| format!("{ip:?} is not an IP address"))?;
-    let len: u8 = len.parse().map_err(|_| format!("{len:?} is not a prefix length"))?;
+    let ip: std::net::IpAddr = ip
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an IP address"))?;
+    let len: u8 = len
+        .parse()
+        .map_err(|_| format!("{len:?} is not a prefix length"))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     if len > max {
         return Err(format!("prefix /{len} is longer than /{max}"));
@@ -170,7 +186,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         if c == 'm' && chars.peek() == Some(&'s') {
             unit.push(chars.next().unwrap());
         }
-        let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration"))?;
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration"))?;
         num.clear();
         total += n * match unit.as_str() {
             "h" => 3600.0,
@@ -189,39 +207,84 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub fn check_tls(diags: &mut Diagnostics, tls: &TlsState) {
     let p = || AttributePath::new("tls").index(0);
-    let one_of = |diags: &mut Diagnostics, attr: &'static str, v: &super::state::S, allowed: &[&str]| {
-        if let Some(v) = v.as_ref_option() {
-            if !allowed.contains(&v.as_str()) {
-                err(
-                    diags,
-                    p().attribute(attr),
-                    &format!("Invalid `tls.{attr}`"),
-                    format!("{v:?} is not one of {}.", allowed.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ")),
-                );
+    let one_of =
+        |diags: &mut Diagnostics, attr: &'static str, v: &super::state::S, allowed: &[&str]| {
+            if let Some(v) = v.as_ref_option() {
+                if !allowed.contains(&v.as_str()) {
+                    err(
+                        diags,
+                        p().attribute(attr),
+                        &format!("Invalid `tls.{attr}`"),
+                        format!(
+                            "{v:?} is not one of {}.",
+                            allowed
+                                .iter()
+                                .map(|a| format!("\"{a}\""))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                }
             }
-        }
-    };
-    one_of(diags, "source", &tls.source, &["acme", "self_signed", "provided"]);
+        };
+    one_of(
+        diags,
+        "source",
+        &tls.source,
+        &["acme", "self_signed", "provided"],
+    );
     one_of(diags, "challenge", &tls.challenge, &["dns-01", "http-01"]);
-    one_of(diags, "key_type", &tls.key_type, &["ecdsa-p256", "rsa-2048", "rsa-4096"]);
+    one_of(
+        diags,
+        "key_type",
+        &tls.key_type,
+        &["ecdsa-p256", "rsa-2048", "rsa-4096"],
+    );
     if let Some(d) = tls.renew_before_days.as_ref_option() {
         if !(1..=89).contains(d) {
-            err(diags, p().attribute("renew_before_days"), "Invalid `tls.renew_before_days`", format!("{d} is outside 1 to 89 days."));
+            err(
+                diags,
+                p().attribute("renew_before_days"),
+                "Invalid `tls.renew_before_days`",
+                format!("{d} is outside 1 to 89 days."),
+            );
         }
     }
-    let source = tls.source.as_ref_option().map(String::as_str).unwrap_or("acme");
+    let source = tls
+        .source
+        .as_ref_option()
+        .map(String::as_str)
+        .unwrap_or("acme");
     let provided = source == "provided";
-    for (attr, v) in [("certificate_pem", &tls.certificate_pem), ("private_key_pem", &tls.private_key_pem)] {
+    for (attr, v) in [
+        ("certificate_pem", &tls.certificate_pem),
+        ("private_key_pem", &tls.private_key_pem),
+    ] {
         if provided && v.is_null() {
-            err(diags, p().attribute(attr), &format!("Missing `tls.{attr}`"), format!("`source = \"provided\"` needs `{attr}`."));
+            err(
+                diags,
+                p().attribute(attr),
+                &format!("Missing `tls.{attr}`"),
+                format!("`source = \"provided\"` needs `{attr}`."),
+            );
         }
         if !provided && !v.is_null() {
-            err(diags, p().attribute(attr), &format!("Unexpected `tls.{attr}`"), format!("`{attr}` is only for `source = \"provided\"` (source is {source:?})."));
+            err(
+                diags,
+                p().attribute(attr),
+                &format!("Unexpected `tls.{attr}`"),
+                format!("`{attr}` is only for `source = \"provided\"` (source is {source:?})."),
+            );
         }
     }
     if let Some(email) = tls.email.as_ref_option() {
         if !email.contains('@') || email.chars().any(char::is_whitespace) {
-            err(diags, p().attribute("email"), "Invalid `tls.email`", format!("{email:?} is not an e-mail address."));
+            err(
+                diags,
+                p().attribute("email"),
+                "Invalid `tls.email`",
+                format!("{email:?} is not an e-mail address."),
+            );
         }
     }
 }
@@ -230,10 +293,15 @@ pub fn bucket_problem(b: &str) -> Option<String> {
     if !(3..=63).contains(&b.len()) {
         return Some(format!("it has {} characters; use 3 to 63", b.len()));
     }
-    if !b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-') {
+    if !b
+        .bytes()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+    {
         return Some("use only lowercase letters, digits and `-` (Spaces rules)".into());
     }
-    if !b.as_bytes()[0].is_ascii_alphanumeric() || !b.as_bytes()[b.len() - 1].is_ascii_alphanumeric() {
+    if !b.as_bytes()[0].is_ascii_alphanumeric()
+        || !b.as_bytes()[b.len() - 1].is_ascii_alphanumeric()
+    {
         return Some("it must start and end with a letter or digit".into());
     }
     None
@@ -241,25 +309,64 @@ pub fn bucket_problem(b: &str) -> Option<String> {
 
 pub fn check_storage(diags: &mut Diagnostics, st: &StorageState) {
     let p = || AttributePath::new("storage").index(0);
-    let backend = st.backend.as_ref_option().map(String::as_str).unwrap_or("droplet");
+    let backend = st
+        .backend
+        .as_ref_option()
+        .map(String::as_str)
+        .unwrap_or("droplet");
     if !st.backend.is_unknown() && !["droplet", "volume", "spaces"].contains(&backend) {
-        err(diags, p().attribute("backend"), "Invalid `storage.backend`", format!("{backend:?} is not one of \"droplet\", \"volume\", \"spaces\"."));
+        err(
+            diags,
+            p().attribute("backend"),
+            "Invalid `storage.backend`",
+            format!("{backend:?} is not one of \"droplet\", \"volume\", \"spaces\"."),
+        );
         return;
     }
     match (backend, st.size_gib.as_ref_option()) {
-        ("volume", None) if st.size_gib.is_null() => err(diags, p().attribute("size_gib"), "Missing `storage.size_gib`", "`backend = \"volume\"` needs `size_gib`.".into()),
-        ("volume", Some(n)) if !(1..=16384).contains(n) => err(diags, p().attribute("size_gib"), "Invalid `storage.size_gib`", format!("{n} GiB is outside DigitalOcean's volume sizes, 1 to 16384 GiB.")),
-        (b, Some(_)) if b != "volume" => err(diags, p().attribute("size_gib"), "Unexpected `storage.size_gib`", format!("`size_gib` is only for `backend = \"volume\"` (backend is {b:?}).")),
+        ("volume", None) if st.size_gib.is_null() => err(
+            diags,
+            p().attribute("size_gib"),
+            "Missing `storage.size_gib`",
+            "`backend = \"volume\"` needs `size_gib`.".into(),
+        ),
+        ("volume", Some(n)) if !(1..=16384).contains(n) => err(
+            diags,
+            p().attribute("size_gib"),
+            "Invalid `storage.size_gib`",
+            format!("{n} GiB is outside DigitalOcean's volume sizes, 1 to 16384 GiB."),
+        ),
+        (b, Some(_)) if b != "volume" => err(
+            diags,
+            p().attribute("size_gib"),
+            "Unexpected `storage.size_gib`",
+            format!("`size_gib` is only for `backend = \"volume\"` (backend is {b:?})."),
+        ),
         _ => {}
     }
     match (backend, st.bucket.as_ref_option()) {
-        ("spaces", None) if st.bucket.is_null() => err(diags, p().attribute("bucket"), "Missing `storage.bucket`", "`backend = \"spaces\"` needs `bucket`.".into()),
+        ("spaces", None) if st.bucket.is_null() => err(
+            diags,
+            p().attribute("bucket"),
+            "Missing `storage.bucket`",
+            "`backend = \"spaces\"` needs `bucket`.".into(),
+        ),
         ("spaces", Some(b)) => {
             if let Some(problem) = bucket_problem(b) {
-                err(diags, p().attribute("bucket"), "Invalid `storage.bucket`", format!("{b:?} is not a valid bucket name: {problem}."));
+                err(
+                    diags,
+                    p().attribute("bucket"),
+                    "Invalid `storage.bucket`",
+                    format!("{b:?} is not a valid bucket name: {problem}."),
+                );
             }
         }
-        (b, Some(_)) => err(diags, p().attribute("bucket"), "Unexpected `storage.bucket`", format!("`bucket` is only for `backend = \"spaces\"` (backend is {b:?}).")),
+        (b, Some(_)) => err(
+            diags,
+            p().attribute("bucket"),
+            "Unexpected `storage.bucket`",
+            format!("`bucket` is only for `backend = \"spaces\"` (backend is {b:?})."),
+        ),
         _ => {}
     }
 }
@@ -285,14 +392,24 @@ pub fn check_config(diags: &mut Diagnostics, c: &RegistryState) {
         for (i, cidr) in cidrs.iter().enumerate() {
             if let Some(s) = cidr.as_ref_option() {
                 if let Err(e) = parse_cidr(s) {
-                    err(diags, AttributePath::new("ssh_allowed_cidrs").index(i as i64), "Invalid CIDR in `ssh_allowed_cidrs`", format!("{s:?} is not a CIDR block: {e}."));
+                    err(
+                        diags,
+                        AttributePath::new("ssh_allowed_cidrs").index(i as i64),
+                        "Invalid CIDR in `ssh_allowed_cidrs`",
+                        format!("{s:?} is not a CIDR block: {e}."),
+                    );
                 }
             }
         }
     }
     if let Some(g) = c.droplet_generation.as_ref_option() {
         if *g < 0 {
-            err(diags, AttributePath::new("droplet_generation"), "Invalid `droplet_generation`", format!("{g} is negative."));
+            err(
+                diags,
+                AttributePath::new("droplet_generation"),
+                "Invalid `droplet_generation`",
+                format!("{g} is negative."),
+            );
         }
     }
     if let Some(tls) = c.tls.as_ref_option() {
@@ -302,10 +419,19 @@ pub fn check_config(diags: &mut Diagnostics, c: &RegistryState) {
         check_storage(diags, st);
     }
     if let Some(t) = c.timeouts.as_ref_option() {
-        for (attr, v) in [("create", &t.create), ("update", &t.update), ("delete", &t.delete)] {
+        for (attr, v) in [
+            ("create", &t.create),
+            ("update", &t.update),
+            ("delete", &t.delete),
+        ] {
             if let Some(s) = v.as_ref_option() {
                 if let Err(e) = parse_duration(s) {
-                    err(diags, AttributePath::new("timeouts").index(0).attribute(attr), &format!("Invalid `timeouts.{attr}`"), e);
+                    err(
+                        diags,
+                        AttributePath::new("timeouts").index(0).attribute(attr),
+                        &format!("Invalid `timeouts.{attr}`"),
+                        e,
+                    );
                 }
             }
         }
@@ -337,7 +463,13 @@ mod tests {
             assert!(!is_dns_label(bad), "{bad}");
         }
         assert!(fqdn_problem("registry.example.com").is_none());
-        for bad in ["registry", "registry.example.com.", "reg..example.com", "Reg.example.com", "a b.example.com"] {
+        for bad in [
+            "registry",
+            "registry.example.com.",
+            "reg..example.com",
+            "Reg.example.com",
+            "a b.example.com",
+        ] {
             assert!(fqdn_problem(bad).is_some(), "{bad}");
         }
     }
@@ -348,23 +480,55 @@ mod tests {
         assert!(is_bcrypt_hash(hash), "{}", hash.len());
         let cases: Vec<(&str, UserState, &str)> = vec![
             ("", user(Some("long-enough-pw"), None, None), "users[\"\"]"),
-            ("a:b", user(Some("long-enough-pw"), None, None), "users[\"a:b\"]"),
-            ("a b", user(Some("long-enough-pw"), None, None), "users[\"a b\"]"),
-            ("a\nb", user(Some("long-enough-pw"), None, None), "users[\"a\\nb\"]"),
+            (
+                "a:b",
+                user(Some("long-enough-pw"), None, None),
+                "users[\"a:b\"]",
+            ),
+            (
+                "a b",
+                user(Some("long-enough-pw"), None, None),
+                "users[\"a b\"]",
+            ),
+            (
+                "a\nb",
+                user(Some("long-enough-pw"), None, None),
+                "users[\"a\\nb\"]",
+            ),
             ("short", user(Some("short"), None, None), "password"),
-            ("both", user(Some("long-enough-pw"), Some(hash), None), "users[\"both\"]"),
+            (
+                "both",
+                user(Some("long-enough-pw"), Some(hash), None),
+                "users[\"both\"]",
+            ),
             ("neither", user(None, None, None), "users[\"neither\"]"),
-            ("badhash", user(None, Some("$1$abc"), None), "password_bcrypt"),
-            ("access", user(Some("long-enough-pw"), None, Some("admin")), "access"),
+            (
+                "badhash",
+                user(None, Some("$1$abc"), None),
+                "password_bcrypt",
+            ),
+            (
+                "access",
+                user(Some("long-enough-pw"), None, Some("admin")),
+                "access",
+            ),
         ];
         for (name, u, want) in cases {
             let mut d = Diagnostics::default();
             check_user(&mut d, name, &u);
             assert_eq!(d.errors.len(), 1, "{name:?}: {:?}", paths(&d));
-            assert!(paths(&d)[0].contains(want), "{name:?}: {:?} lacks {want}", paths(&d));
+            assert!(
+                paths(&d)[0].contains(want),
+                "{name:?}: {:?} lacks {want}",
+                paths(&d)
+            );
         }
         let mut d = Diagnostics::default();
-        check_user(&mut d, &"x".repeat(65), &user(Some("long-enough-pw"), None, None));
+        check_user(
+            &mut d,
+            &"x".repeat(65),
+            &user(Some("long-enough-pw"), None, None),
+        );
         assert_eq!(d.errors.len(), 1);
         let mut d = Diagnostics::default();
         check_user(&mut d, "ok", &user(None, Some(hash), Some("pull")));
@@ -392,16 +556,43 @@ mod tests {
     #[test]
     fn storage_and_tls_rules() {
         let mut d = Diagnostics::default();
-        check_storage(&mut d, &StorageState { backend: "volume".to_string().into(), ..Default::default() });
+        check_storage(
+            &mut d,
+            &StorageState {
+                backend: "volume".to_string().into(),
+                ..Default::default()
+            },
+        );
         assert_eq!(paths(&d).len(), 1);
         let mut d = Diagnostics::default();
-        check_storage(&mut d, &StorageState { backend: "droplet".to_string().into(), bucket: "abc".to_string().into(), size_gib: 5.into(), ..Default::default() });
+        check_storage(
+            &mut d,
+            &StorageState {
+                backend: "droplet".to_string().into(),
+                bucket: "abc".to_string().into(),
+                size_gib: 5.into(),
+                ..Default::default()
+            },
+        );
         assert_eq!(paths(&d).len(), 2, "{:?}", paths(&d));
         let mut d = Diagnostics::default();
-        check_tls(&mut d, &TlsState { source: "provided".to_string().into(), ..Default::default() });
+        check_tls(
+            &mut d,
+            &TlsState {
+                source: "provided".to_string().into(),
+                ..Default::default()
+            },
+        );
         assert_eq!(paths(&d).len(), 2, "{:?}", paths(&d));
         let mut d = Diagnostics::default();
-        check_tls(&mut d, &TlsState { source: "letsencrypt".to_string().into(), challenge: "tls-alpn-01".to_string().into(), ..Default::default() });
+        check_tls(
+            &mut d,
+            &TlsState {
+                source: "letsencrypt".to_string().into(),
+                challenge: "tls-alpn-01".to_string().into(),
+                ..Default::default()
+            },
+        );
         assert_eq!(paths(&d).len(), 2, "{:?}", paths(&d));
     }
 }

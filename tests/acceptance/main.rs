@@ -20,7 +20,10 @@ fn tofu_validate_and_plan_load_the_built_provider() {
     ));
     let (ok, out) = tf.run_text(&["validate", "-no-color"]);
     assert!(ok, "tofu validate failed:\n{out}");
-    assert!(out.contains("Provider development overrides are in effect"), "dev_overrides not used:\n{out}");
+    assert!(
+        out.contains("Provider development overrides are in effect"),
+        "dev_overrides not used:\n{out}"
+    );
     let (ok, out) = tf.run_text(&["plan", "-no-color", "-input=false"]);
     assert!(ok, "tofu plan failed:\n{out}");
     assert!(out.contains("No changes"), "{out}");

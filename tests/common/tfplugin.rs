@@ -61,7 +61,10 @@ pub struct Handshake {
 pub fn parse_handshake(line: &str) -> Result<Handshake, String> {
     let parts: Vec<&str> = line.trim().split('|').collect();
     if parts.len() != 6 {
-        return Err(format!("handshake line has {} fields, want 6: {line:?}", parts.len()));
+        return Err(format!(
+            "handshake line has {} fields, want 6: {line:?}",
+            parts.len()
+        ));
     }
     let der = base64::engine::general_purpose::STANDARD_NO_PAD
         .decode(parts[5].trim_end_matches('='))
@@ -92,7 +95,9 @@ pub async fn start(binary: &str, extra_env: &[(&str, &str)]) -> PluginProcess {
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {binary}: {e}"));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
     let stdout = child.stdout.take().unwrap();
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
@@ -104,7 +109,11 @@ pub async fn start(binary: &str, extra_env: &[(&str, &str)]) -> PluginProcess {
         .unwrap()
         .expect("reading the handshake line");
     let hs = parse_handshake(&line).expect("handshake line");
-    assert_eq!((hs.core_version, hs.app_version), (1, 6), "protocol versions");
+    assert_eq!(
+        (hs.core_version, hs.app_version),
+        (1, 6),
+        "protocol versions"
+    );
     assert_eq!((hs.network.as_str(), hs.protocol.as_str()), ("tcp", "grpc"));
 
     let tls = ClientTlsConfig::new()

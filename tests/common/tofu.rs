@@ -22,7 +22,10 @@ pub fn tofu_bin() -> PathBuf {
     if local.exists() {
         return local;
     }
-    panic!("tofu not found at {}: run scripts/setup (or set TOFU_BIN)", local.display());
+    panic!(
+        "tofu not found at {}: run scripts/setup (or set TOFU_BIN)",
+        local.display()
+    );
 }
 
 pub fn provider_dir() -> PathBuf {
@@ -34,7 +37,10 @@ pub fn provider_dir() -> PathBuf {
 
 impl Tofu {
     pub fn new(main_tf: &str) -> Self {
-        let dir = tempfile::Builder::new().prefix("tf-acc-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("tf-acc-test-")
+            .tempdir()
+            .unwrap();
         std::fs::write(dir.path().join("main.tf"), main_tf).unwrap();
         let cli_config = dir.path().join("tofu.rc");
         std::fs::write(
@@ -45,7 +51,12 @@ impl Tofu {
             ),
         )
         .unwrap();
-        Self { bin: tofu_bin(), dir, cli_config, env: vec![] }
+        Self {
+            bin: tofu_bin(),
+            dir,
+            cli_config,
+            env: vec![],
+        }
     }
 
     pub fn env(mut self, k: &str, v: &str) -> Self {
@@ -71,7 +82,8 @@ impl Tofu {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        cmd.output().unwrap_or_else(|e| panic!("running {}: {e}", self.bin.display()))
+        cmd.output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.bin.display()))
     }
 
     /// Runs and returns (success, stdout + stderr).

@@ -36,7 +36,9 @@ fn errors(diags: &[proto::Diagnostic]) -> Vec<(String, String)> {
                     p.steps
                         .iter()
                         .filter_map(|s| match &s.selector {
-                            Some(proto::attribute_path::step::Selector::AttributeName(n)) => Some(n.clone()),
+                            Some(proto::attribute_path::step::Selector::AttributeName(n)) => {
+                                Some(n.clone())
+                            }
                             _ => None,
                         })
                         .collect::<Vec<_>>()
@@ -65,10 +67,22 @@ async fn served_provider_schema_matches_the_code() {
         .await
         .expect("GetProviderSchema")
         .into_inner();
-    assert!(errors(&resp.diagnostics).is_empty(), "{:?}", resp.diagnostics);
-    let served = resp.provider.expect("provider schema").block.expect("block");
+    assert!(
+        errors(&resp.diagnostics).is_empty(),
+        "{:?}",
+        resp.diagnostics
+    );
+    let served = resp
+        .provider
+        .expect("provider schema")
+        .block
+        .expect("block");
     let declared = config::schema_block();
-    let served_attrs: BTreeMap<_, _> = served.attributes.iter().map(|a| (a.name.clone(), a)).collect();
+    let served_attrs: BTreeMap<_, _> = served
+        .attributes
+        .iter()
+        .map(|a| (a.name.clone(), a))
+        .collect();
     assert_eq!(
         served_attrs.keys().cloned().collect::<Vec<_>>(),
         {
@@ -98,7 +112,10 @@ async fn served_provider_schema_matches_the_code() {
         .map(|k| format!("docker_{k}"))
         .collect();
     for r in declared_resources {
-        assert!(resp.resource_schemas.contains_key(&r), "resource {r} not served");
+        assert!(
+            resp.resource_schemas.contains_key(&r),
+            "resource {r} not served"
+        );
     }
 }
 
@@ -110,7 +127,10 @@ async fn bad_provider_config_names_the_attribute() {
         (json!({"api_endpoint": "ftp://example.com"}), "api_endpoint"),
         (json!({"http_retry_max": -1}), "http_retry_max"),
         (json!({"requests_per_second": -5}), "requests_per_second"),
-        (json!({"acme_ca_certificates": "not pem"}), "acme_ca_certificates"),
+        (
+            json!({"acme_ca_certificates": "not pem"}),
+            "acme_ca_certificates",
+        ),
         (json!({"acme_directory_url": "::"}), "acme_directory_url"),
     ];
     for (cfg, attr) in cases {
@@ -138,7 +158,11 @@ async fn bad_provider_config_names_the_attribute() {
         .await
         .unwrap()
         .into_inner();
-    assert!(errors(&resp.diagnostics).is_empty(), "{:?}", resp.diagnostics);
+    assert!(
+        errors(&resp.diagnostics).is_empty(),
+        "{:?}",
+        resp.diagnostics
+    );
 }
 
 #[tokio::test]
@@ -163,5 +187,8 @@ async fn configure_without_token_says_which_env_vars_are_read() {
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert_eq!(errs[0].1, "token");
     let detail = &resp.diagnostics[0].detail;
-    assert!(detail.contains("DIGITALOCEAN_TOKEN") && detail.contains("DIGITALOCEAN_ACCESS_TOKEN"), "{detail}");
+    assert!(
+        detail.contains("DIGITALOCEAN_TOKEN") && detail.contains("DIGITALOCEAN_ACCESS_TOKEN"),
+        "{detail}"
+    );
 }
