@@ -39,8 +39,14 @@ pub enum FaultSpec {
     BootDelay { seconds: u64 },
     /// The next create action ends `errored` and no machine is made.
     BootError,
-    /// sshd on the droplet refuses connections for `seconds`.
-    SshRefused { droplet_id: u64, seconds: u64 },
+    /// sshd on the droplet refuses connections for `seconds`. Without `droplet_id`, the next
+    /// droplet to boot: armed before its create, the refusal starts before the droplet turns
+    /// active, so a client never sees SSH open (how the acceptance tests fail an apply halfway).
+    SshRefused {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        droplet_id: Option<u64>,
+        seconds: u64,
+    },
 }
 
 fn default_prefix() -> String {
@@ -231,6 +237,28 @@ impl Faults {
 
     /// Called once per boot: the delay to wait (if a boot_delay fault is armed) and whether
     /// the boot must fail (if a boot_error fault is armed). Both are consumed.
+    /// The armed `ssh_refused` without a droplet id, if any: (fault id, seconds). Fires it.
+    pub fn take_next_ssh_refusal(&self) -> Option<(u64, u64)> {
+        let mut faults = self.lock();
+        let f = faults.iter_mut().find(|f| {
+            f.active
+                && matches!(
+                    f.spec,
+                    FaultSpec::SshRefused {
+                        droplet_id: None,
+                        ..
+                    }
+                )
+        })?;
+        let FaultSpec::SshRefused { seconds, .. } = f.spec else {
+            return None;
+        };
+        f.fired += 1;
+        f.fired_at.push(now_string());
+        f.active = false;
+        Some((f.id, seconds))
+    }
+
     pub fn take_boot_faults(&self) -> (Option<Duration>, bool) {
         let mut faults = self.lock();
         let mut delay = None;

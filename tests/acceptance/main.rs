@@ -1,11 +1,18 @@
-//! Acceptance tests: OpenTofu drives the built provider. One binary for all of them.
+//! Acceptance tests: OpenTofu drives the built provider against localocean (real droplets),
+//! skopeo pushes and pulls. One binary for all of them; each test has its own localocean.
 
+#[path = "../common/localocean.rs"]
+mod localocean;
+#[path = "../common/registry_client.rs"]
+mod registry_client;
 #[path = "../common/tofu.rs"]
 mod tofu;
 
+mod registry;
+
 use tofu::Tofu;
 
-const PROVIDER_BLOCK: &str = r#"
+pub const PROVIDER_BLOCK: &str = r#"
 terraform {
   required_providers {
     docker = { source = "anchorage/docker" }

@@ -316,6 +316,18 @@ async fn boot(app: Arc<App>, id: u64, action_id: u64, faults: (Option<Duration>,
     }
     match app.hv.create(spec).await {
         Ok(machine) => {
+            if let Some((fault_id, seconds)) = app.faults.take_next_ssh_refusal() {
+                let ssh = app
+                    .ssh_faults
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                if let Some(ssh) = ssh {
+                    if let Err(e) = ssh.refuse_ssh(id, seconds).await {
+                        tracing::warn!(droplet = id, fault = fault_id, error = %format!("{e:#}"), "ssh_refused fault");
+                    }
+                }
+            }
             let still_there = app
                 .store
                 .mutate::<_, ApiError>(|s| {

@@ -652,7 +652,7 @@ async fn faults_arm(
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     if let (
         FaultSpec::SshRefused {
-            droplet_id,
+            droplet_id: Some(droplet_id),
             seconds,
         },
         Some(ssh),

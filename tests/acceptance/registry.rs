@@ -1,0 +1,742 @@
+//! docker_registry end to end: apply, push and pull with skopeo, users changed in place under
+//! a loop of pulls, a hand edit put back, destroy leaving nothing, a failed apply destroyed,
+//! bad inputs refused at plan time, no secret in a trace log.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::localocean::LocalOcean;
+use crate::registry_client::{make_oci_image, manifest_digest, text, Skopeo};
+use crate::tofu::Tofu;
+use crate::PROVIDER_BLOCK;
+
+const ADMIN_PW: &str = "admin-password-0001";
+const READER_PW: &str = "reader-password-0002";
+const LOOPER_PW: &str = "looper-password-0003";
+
+fn rand_label() -> String {
+    use rand::Rng;
+    let n: u32 = rand::thread_rng().gen();
+    format!("tf-acc-test-{n:08x}")
+}
+
+struct Fixture {
+    lo: LocalOcean,
+    tf: Tofu,
+    domain: String,
+    fqdn: String,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let lo = LocalOcean::up();
+        let domain = format!("{}.test", rand_label());
+        lo.create_domain(&domain);
+        let fqdn = format!("registry.{domain}");
+        let tf = Tofu::new("");
+        Self {
+            lo,
+            tf,
+            domain,
+            fqdn,
+        }
+    }
+
+    /// Writes main.tf with the provider pointed at this localocean and `body` after it.
+    fn config(&self, body: &str) {
+        let provider = format!(
+            "provider \"docker\" {{\n  token = \"{}\"\n  api_endpoint = \"{}\"\n}}\n",
+            self.lo.token, self.lo.api_url
+        );
+        let body = body.replace("FQDN", &self.fqdn);
+        self.tf
+            .write("main.tf", &format!("{PROVIDER_BLOCK}\n{provider}\n{body}"));
+    }
+
+    fn apply(&self) -> String {
+        let (ok, out) = self
+            .tf
+            .run_text(&["apply", "-auto-approve", "-no-color", "-input=false"]);
+        assert!(
+            ok,
+            "tofu apply failed:\n{out}\n--- localocean log tail:\n{}",
+            self.lo.log_tail()
+        );
+        out
+    }
+
+    fn values(&self) -> Value {
+        let out = self.tf.run(&["show", "-json"]);
+        assert!(
+            out.status.success(),
+            "tofu show: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["values"]["root_module"]["resources"][0]["values"].clone()
+    }
+
+    /// `tofu plan -detailed-exitcode`: 0 no changes, 2 changes.
+    fn plan_code(&self) -> (i32, String) {
+        let out = self
+            .tf
+            .run(&["plan", "-no-color", "-input=false", "-detailed-exitcode"]);
+        (out.status.code().unwrap_or(-1), text(&out))
+    }
+
+    fn skopeo(&self, ca: Option<&str>) -> Skopeo {
+        Skopeo::new(self.lo.bridge_ip(), ca)
+    }
+
+    fn destroy_and_check_nothing_left(&self) {
+        let (ok, out) =
+            self.tf
+                .run_text(&["destroy", "-auto-approve", "-no-color", "-input=false"]);
+        assert!(ok, "tofu destroy failed:\n{out}");
+        assert!(
+            self.lo.droplets().is_empty(),
+            "droplets left: {:?}",
+            self.lo.droplets()
+        );
+        assert!(
+            self.lo.firewalls().is_empty(),
+            "firewalls left: {:?}",
+            self.lo.firewalls()
+        );
+        let records: Vec<Value> = self
+            .lo
+            .records(&self.domain)
+            .into_iter()
+            .filter(|r| r["type"] != "NS" && r["type"] != "SOA")
+            .collect();
+        assert!(records.is_empty(), "records left: {records:?}");
+        let (_, keys) = self.lo.api("GET", "/v2/account/keys", None);
+        assert_eq!(
+            keys["ssh_keys"].as_array().map(Vec::len),
+            Some(0),
+            "ssh keys left: {keys}"
+        );
+    }
+}
+
+fn registry_body(users: &str) -> String {
+    format!(
+        r#"
+resource "docker_registry" "r" {{
+  name   = "registry"
+  region = "nyc3"
+  fqdn   = "FQDN"
+  users = {{
+{users}
+  }}
+  tls {{ source = "self_signed" }}
+}}
+"#
+    )
+}
+
+fn https_client(ca_pem: &str, fqdn: &str, ip: &str) -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .resolve(fqdn, format!("{ip}:443").parse().unwrap())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// A loop of authenticated pulls (manifest GETs by skopeo) in a thread; counts failures.
+struct PullLoop {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PullLoop {
+    fn start(skopeo: Skopeo, reference: String, creds: String) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s, o, f) = (stop.clone(), ok.clone(), failures.clone());
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let out = skopeo.inspect_raw(&reference, Some(&creds));
+                if out.status.success() {
+                    o.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    f.lock().unwrap().push(text(&out));
+                }
+            }
+        });
+        Self {
+            stop,
+            ok,
+            failures,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.take().unwrap().join().unwrap();
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failures.lock().unwrap().clone(),
+        )
+    }
+}
+
+#[test]
+fn registry_lifecycle_push_pull_users_drift_destroy() {
+    let fx = Fixture::new();
+    let users = format!(
+        "    admin  = {{ password = \"{ADMIN_PW}\" }}\n    reader = {{ password = \"{READER_PW}\", access = \"pull\" }}\n    looper = {{ password = \"{LOOPER_PW}\", access = \"pull\" }}"
+    );
+    fx.config(&registry_body(&users));
+    let log = fx.tf.dir.path().join("create-trace.log");
+    let (ok, out) = {
+        let out = std::process::Command::new(&fx.tf.bin)
+            .args(["apply", "-auto-approve", "-no-color", "-input=false"])
+            .current_dir(fx.tf.dir.path())
+            .env("TF_CLI_CONFIG_FILE", fx.tf.dir.path().join("tofu.rc"))
+            .env("TF_LOG", "trace")
+            .env("TF_LOG_PATH", &log)
+            .output()
+            .unwrap();
+        (out.status.success(), text(&out))
+    };
+    assert!(
+        ok,
+        "tofu apply failed:\n{out}\n--- localocean log tail:\n{}",
+        fx.lo.log_tail()
+    );
+    let v = fx.values();
+    let droplet_id = v["droplet_id"].as_u64().expect("droplet_id");
+    let ip = v["ipv4_address"].as_str().expect("ipv4_address").to_owned();
+    let ca = v["ca_certificate_pem"]
+        .as_str()
+        .expect("ca_certificate_pem")
+        .to_owned();
+    assert_eq!(v["url"], json!(format!("https://{}", fx.fqdn)));
+    assert!(v["host_key_fingerprint"]
+        .as_str()
+        .unwrap()
+        .starts_with("SHA256:"));
+    assert!(!v["registry_version"].as_str().unwrap().is_empty());
+
+    // The served certificate chains to ca_certificate_pem; /v2/ and the catalog need credentials.
+    let http = https_client(&ca, &fx.fqdn, &ip);
+    for path in ["/v2/", "/v2/_catalog"] {
+        let r = http
+            .get(format!("https://{}{path}", fx.fqdn))
+            .send()
+            .expect("TLS with only our CA trusted");
+        assert_eq!(r.status().as_u16(), 401, "{path} without credentials");
+    }
+
+    // Push as the push user, pull as the pull user, same digest; the pull user cannot push.
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("image");
+    make_oci_image(&image, 512 * 1024);
+    let sk = fx.skopeo(Some(&ca));
+    let reference = format!("{}/acc/hello:1", fx.fqdn);
+    let out = sk.push(&image, &reference, Some(&format!("admin:{ADMIN_PW}")));
+    assert!(out.status.success(), "push as admin: {}", text(&out));
+    let digest = sk.pushed_digest();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    let pulled = work.path().join("pulled");
+    let out = sk.pull(
+        &format!("{}/acc/hello@{digest}", fx.fqdn),
+        &pulled,
+        Some(&format!("reader:{READER_PW}")),
+    );
+    assert!(
+        out.status.success(),
+        "pull by digest as reader: {}",
+        text(&out)
+    );
+    let out = sk.inspect_raw(&reference, Some(&format!("reader:{READER_PW}")));
+    assert!(out.status.success(), "inspect as reader: {}", text(&out));
+    assert_eq!(
+        manifest_digest(&out.stdout),
+        digest,
+        "pulled manifest digest"
+    );
+    let out = sk.push(
+        &image,
+        &format!("{}/acc/denied:1", fx.fqdn),
+        Some(&format!("reader:{READER_PW}")),
+    );
+    assert!(!out.status.success(), "the pull user could push");
+    let out = sk.inspect_raw(&reference, None);
+    assert!(
+        !out.status.success(),
+        "anonymous pull worked on a private registry"
+    );
+
+    // A second plan is empty: nothing drifts by itself.
+    let (code, out) = fx.plan_code();
+    assert_eq!(code, 0, "plan after apply is not empty:\n{out}");
+
+    // Users change in place under a loop of pulls: add one, remove one, change a password.
+    let looper = PullLoop::start(
+        fx.skopeo(Some(&ca)),
+        reference.clone(),
+        format!("looper:{LOOPER_PW}"),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let new_admin_pw = "admin-password-0004";
+    let users2 = format!(
+        "    admin  = {{ password = \"{new_admin_pw}\" }}\n    writer = {{ password = \"writer-password-05\" }}\n    looper = {{ password = \"{LOOPER_PW}\", access = \"pull\" }}"
+    );
+    fx.config(&registry_body(&users2));
+    let update_log = fx.tf.dir.path().join("update-trace.log");
+    let out = std::process::Command::new(&fx.tf.bin)
+        .args(["apply", "-auto-approve", "-no-color", "-input=false"])
+        .current_dir(fx.tf.dir.path())
+        .env("TF_CLI_CONFIG_FILE", fx.tf.dir.path().join("tofu.rc"))
+        .env("TF_LOG", "trace")
+        .env("TF_LOG_PATH", &update_log)
+        .output()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let (pulls, failures) = looper.finish();
+    assert!(out.status.success(), "users update failed:\n{}", text(&out));
+    assert!(text(&out).contains("1 changed"), "{}", text(&out));
+    assert!(
+        failures.is_empty(),
+        "{} of {} pulls failed during the users update: {:?}",
+        failures.len(),
+        pulls + failures.len(),
+        failures.first()
+    );
+    assert!(pulls >= 3, "only {pulls} pulls ran through the update");
+    eprintln!("pull loop: {pulls} pulls through the users update, none failed");
+    let v2 = fx.values();
+    assert_eq!(
+        v2["droplet_id"].as_u64(),
+        Some(droplet_id),
+        "the droplet was replaced"
+    );
+    let auth = |u: &str, p: &str| {
+        http.get(format!("https://{}/v2/", fx.fqdn))
+            .basic_auth(u, Some(p))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(auth("reader", READER_PW), 401, "removed user still works");
+    assert_eq!(
+        auth("writer", "writer-password-05"),
+        200,
+        "new user does not work"
+    );
+    assert_eq!(auth("admin", ADMIN_PW), 401, "old password still works");
+    assert_eq!(
+        auth("admin", new_admin_pw),
+        200,
+        "new password does not work"
+    );
+
+    // No secret in the trace logs of the create and the update.
+    let key = v2["management_private_key"].as_str().unwrap().to_owned();
+    let host_key = v2["host_private_key"].as_str().unwrap().to_owned();
+    let tls_key = v2["tls_private_key_pem"].as_str().unwrap().to_owned();
+    let key_line = |k: &str| k.lines().nth(1).unwrap_or_default().to_owned();
+    for path in [&log, &update_log] {
+        let logtext = std::fs::read_to_string(path).unwrap();
+        assert!(
+            logtext.contains("docker"),
+            "{} holds no provider log",
+            path.display()
+        );
+        for (what, secret) in [
+            ("admin password", ADMIN_PW.to_owned()),
+            ("new admin password", new_admin_pw.to_owned()),
+            ("reader password", READER_PW.to_owned()),
+            ("API token", fx.lo.token.clone()),
+            ("management key", key_line(&key)),
+            ("host key", key_line(&host_key)),
+            ("TLS key", key_line(&tls_key)),
+        ] {
+            assert!(!secret.is_empty());
+            assert!(
+                !logtext.contains(&secret),
+                "{what} appears in {}",
+                path.display()
+            );
+        }
+    }
+
+    // A hand edit on the droplet shows in the plan; apply puts the file back.
+    let keyfile = fx.tf.dir.path().join("mgmt.key");
+    std::fs::write(&keyfile, &key).unwrap();
+    std::fs::set_permissions(
+        &keyfile,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let known_hosts = fx.tf.dir.path().join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!("{ip} {}\n", v2["host_public_key"].as_str().unwrap()),
+    )
+    .unwrap();
+    let ssh = |cmd: &str| {
+        std::process::Command::new("ssh")
+            .args(["-i"])
+            .arg(&keyfile)
+            .args([
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+            ])
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .arg(format!("root@{ip}"))
+            .arg(cmd)
+            .output()
+            .unwrap()
+    };
+    let before = ssh("sha256sum < /etc/nginx/registry/htpasswd");
+    assert!(
+        before.status.success(),
+        "ssh with the pinned host key: {}",
+        text(&before)
+    );
+    let out = ssh("echo 'intruder:$2y$05$abcdefghijklmnopqrstuu5RmH0i1pHH3ZQJ6D1T9lkmqMbDyI7zq' >> /etc/nginx/registry/htpasswd");
+    assert!(out.status.success(), "{}", text(&out));
+    let (code, out) = fx.plan_code();
+    assert_eq!(code, 2, "a hand edit does not show in the plan:\n{out}");
+    assert!(out.contains("/etc/nginx/registry/htpasswd"), "{out}");
+    fx.apply();
+    let after = ssh("sha256sum < /etc/nginx/registry/htpasswd");
+    assert_eq!(
+        text(&after),
+        text(&before),
+        "apply did not restore the htpasswd file"
+    );
+    let (code, out) = fx.plan_code();
+    assert_eq!(code, 0, "plan after the repair is not empty:\n{out}");
+
+    fx.destroy_and_check_nothing_left();
+}
+
+#[test]
+fn failed_apply_names_the_droplet_and_destroy_cleans_up() {
+    let fx = Fixture::new();
+    // sshd refuses the provider for longer than the create may take.
+    fx.lo
+        .arm_fault(json!({ "kind": "ssh_refused", "seconds": 600 }));
+    fx.config(&format!(
+        r#"
+resource "docker_registry" "r" {{
+  name   = "halfway"
+  region = "nyc3"
+  fqdn   = "FQDN"
+  users = {{ admin = {{ password = "{ADMIN_PW}" }} }}
+  tls {{ source = "self_signed" }}
+  timeouts {{ create = "40s" }}
+}}
+"#
+    ));
+    let started = Instant::now();
+    let (ok, out) = fx
+        .tf
+        .run_text(&["apply", "-auto-approve", "-no-color", "-input=false"]);
+    assert!(!ok, "apply should fail while SSH is refused:\n{out}");
+    let droplets = fx.lo.droplets();
+    assert_eq!(droplets.len(), 1, "{droplets:?}");
+    let id = droplets[0]["id"].as_u64().unwrap();
+    assert!(
+        out.contains(&format!("({id})")) || out.contains(&id.to_string()),
+        "the error does not name droplet {id}:\n{out}"
+    );
+    assert!(
+        out.contains("halfway"),
+        "the error does not name the droplet:\n{out}"
+    );
+    eprintln!("failed apply took {:?}", started.elapsed());
+    // The state holds what was made, so destroy removes it.
+    fx.destroy_and_check_nothing_left();
+}
+
+#[test]
+fn bad_inputs_fail_the_plan_with_their_own_diagnostic() {
+    let fx = Fixture::new();
+    let hash = "$2y$10$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
+    let base = |name: &str,
+                region: &str,
+                size: &str,
+                image: &str,
+                fqdn: &str,
+                users: &str,
+                cidrs: &str| {
+        format!(
+            r#"
+resource "docker_registry" "r" {{
+  name   = "{name}"
+  region = "{region}"
+  size   = "{size}"
+  image  = "{image}"
+  fqdn   = "{fqdn}"
+  ssh_allowed_cidrs = [{cidrs}]
+  users = {{ {users} }}
+  tls {{ source = "self_signed" }}
+}}
+"#
+        )
+    };
+    let ok_users = format!("admin = {{ password = \"{ADMIN_PW}\" }}");
+    let cidr = "\"0.0.0.0/0\"";
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "bad fqdn",
+            base(
+                "r",
+                "nyc3",
+                "s-1vcpu-1gb",
+                "debian-12-x64",
+                "not_a_name",
+                &ok_users,
+                cidr,
+            ),
+            "Invalid `fqdn`",
+        ),
+        (
+            "domain not in account",
+            base(
+                "r",
+                "nyc3",
+                "s-1vcpu-1gb",
+                "debian-12-x64",
+                "registry.elsewhere.test",
+                &ok_users,
+                cidr,
+            ),
+            "Domain not in this account",
+        ),
+        (
+            "empty username",
+            base(
+                "r",
+                "nyc3",
+                "s-1vcpu-1gb",
+                "debian-12-x64",
+                "FQDN",
+                &format!("\"\" = {{ password = \"{ADMIN_PW}\" }}"),
+                cidr,
+            ),
+            "Invalid user name",
+        ),
+        (
+            "long username",
+            base(
+                "r",
+                "nyc3",
+                "s-1vcpu-1gb",
+                "debian-12-x64",
+                "FQDN",
+                &format!("{} = {{ password = \"{ADMIN_PW}\" }}", "u".repeat(65)),
+                cidr,
+            ),
+            "Invalid user name",
+        ),
+        (
+            "colon username",
+            base(
+                "r",
+                "nyc3",
+                "s-1vcpu-1gb",
+                "debian-12-x64",
+                "FQDN",
+                &format!("\"a:b\" = {{ password = \"{ADMIN_PW}\" }}"),
+                cidr,
+            ),
+            "Invalid user name",
+        ),
+        (
+            "space username",
+            base(
+                "r",
+                "nyc3",
+                "s-1vcpu-1gb",
+                "debian-12-x64",
+                "FQDN",
+                &format!("\"a b\" = {{ password = \"{ADMIN_PW}\" }}"),
+                cidr,
+            ),
+            "Invalid user name",
+        ),
+        (
+            "newline username",
+            base(
+                "r",
+                "nyc3",
+                "s-1vcpu-1gb",
+                "debian-12-x64",
+                "FQDN",
+                &format!("\"a\\nb\" = {{ password = \"{ADMIN_PW}\" }}"),
+                cidr,
+            ),
+            "Invalid user name",
+        ),
+        (
+            "short password",
+            base(
+                "r",
+                "nyc3",
+                "s-1vcpu-1gb",
+                "debian-12-x64",
+                "FQDN",
+                "admin = { password = \"short\" }",
+                cidr,
+            ),
+            "Password too short",
+        ),
+        (
+            "both passwords",
+            base(
+                "r",
+                "nyc3",
+                "s-1vcpu-1gb",
+                "debian-12-x64",
+                "FQDN",
+                &format!("admin = {{ password = \"{ADMIN_PW}\", password_bcrypt = \"{hash}\" }}"),
+                cidr,
+            ),
+            "Conflicting passwords",
+        ),
+        (
+            "no password",
+            base(
+                "r",
+                "nyc3",
+                "s-1vcpu-1gb",
+                "debian-12-x64",
+                "FQDN",
+                "admin = { access = \"push\" }",
+                cidr,
+            ),
+            "Missing password",
+        ),
+        (
+            "bad bcrypt",
+            base(
+                "r",
+                "nyc3",
+                "s-1vcpu-1gb",
+                "debian-12-x64",
+                "FQDN",
+                "admin = { password_bcrypt = \"$1$abc\" }",
+                cidr,
+            ),
+            "Invalid `password_bcrypt`",
+        ),
+        (
+            "unknown access",
+            base(
+                "r",
+                "nyc3",
+                "s-1vcpu-1gb",
+                "debian-12-x64",
+                "FQDN",
+                &format!("admin = {{ password = \"{ADMIN_PW}\", access = \"admin\" }}"),
+                cidr,
+            ),
+            "Invalid `access`",
+        ),
+        (
+            "unknown region",
+            base(
+                "r",
+                "atlantis1",
+                "s-1vcpu-1gb",
+                "debian-12-x64",
+                "FQDN",
+                &ok_users,
+                cidr,
+            ),
+            "Unknown `region`",
+        ),
+        (
+            "unknown size",
+            base(
+                "r",
+                "nyc3",
+                "s-64vcpu-1tb",
+                "debian-12-x64",
+                "FQDN",
+                &ok_users,
+                cidr,
+            ),
+            "Unknown `size`",
+        ),
+        (
+            "unknown image",
+            base(
+                "r",
+                "nyc3",
+                "s-1vcpu-1gb",
+                "windows-95",
+                "FQDN",
+                &ok_users,
+                cidr,
+            ),
+            "Unknown `image`",
+        ),
+        (
+            "bad cidr",
+            base(
+                "r",
+                "nyc3",
+                "s-1vcpu-1gb",
+                "debian-12-x64",
+                "FQDN",
+                &ok_users,
+                "\"10.0.0.0/33\"",
+            ),
+            "Invalid CIDR in `ssh_allowed_cidrs`",
+        ),
+        (
+            "bad name",
+            base(
+                "Bad_Name",
+                "nyc3",
+                "s-1vcpu-1gb",
+                "debian-12-x64",
+                "FQDN",
+                &ok_users,
+                cidr,
+            ),
+            "Invalid `name`",
+        ),
+    ];
+    for (what, body, want) in cases {
+        fx.config(&body);
+        let (ok, out) = fx.tf.run_text(&["plan", "-no-color", "-input=false"]);
+        assert!(!ok, "{what}: plan succeeded:\n{out}");
+        assert!(out.contains(want), "{what}: no {want:?} in:\n{out}");
+        assert!(
+            !out.contains("panic"),
+            "{what}: the provider panicked:\n{out}"
+        );
+        // The API checks list the valid choices.
+        if want == "Unknown `region`" {
+            assert!(
+                out.contains("nyc3"),
+                "{what}: valid regions not listed:\n{out}"
+            );
+        }
+    }
+    assert!(
+        fx.lo.droplets().is_empty(),
+        "a failed plan created a droplet"
+    );
+}
