@@ -27,7 +27,7 @@ use state::{known, RegistryState, S};
 pub const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 pub const DEFAULT_DELETE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Short, so that a replaced droplet's address leaves caches quickly.
-pub const RECORD_TTL: u32 = 60;
+pub const RECORD_TTL: u32 = 30;
 
 pub struct RegistryResource {
     pub settings: SettingsHandle,
@@ -870,14 +870,8 @@ impl Resource for RegistryResource {
         if storage_backend(&prior) != storage_backend(&st) {
             replace.push(AttributePath::new("storage").index(0).attribute("backend"));
         }
-        if prior.image != st.image || prior.droplet_generation != st.droplet_generation {
-            diags.error(
-                "Replacing the droplet in place is not available in this version",
-                "A change of `image` or `droplet_generation` needs an in-place droplet replacement, which is not implemented yet. Revert the change, or taint the resource to replace the whole registry.",
-                AttributePath::new(if prior.image != st.image { "image" } else { "droplet_generation" }),
-            );
-            return None;
-        }
+        let new_droplet =
+            prior.image != st.image || prior.droplet_generation != st.droplet_generation;
         if !replace.is_empty() {
             // The whole registry is replaced: plan it as a create.
             unknown_computed(&mut st);
@@ -886,7 +880,29 @@ impl Resource for RegistryResource {
             st.url = st.fqdn.as_ref().map(|f| format!("https://{f}"));
             return Some((st, private, replace));
         }
-        if prior.size != st.size && st.size.is_value() {
+        if new_droplet {
+            // A fresh droplet is created, converged and verified, the record switched to it,
+            // and the old one deleted after the record's TTL: everything about the machine
+            // is known only after apply. The keys and the host key stay the same.
+            for v in [&mut st.droplet_id, &mut st.storage_used_bytes] {
+                *v = Value::Unknown;
+            }
+            st.ipv4_address = Value::Unknown;
+            st.ipv6_address = Value::Unknown;
+            st.registry_version = Value::Unknown;
+            st.files_digest = Value::Unknown;
+            if tls_source(&st) == "self_signed" {
+                // Its SANs hold the droplet's addresses.
+                st.certificate_pem = Value::Unknown;
+                st.certificate_not_after = Value::Unknown;
+                st.tls_private_key_pem = Value::Unknown;
+            }
+            diags.root_warning(
+                "The droplet will be replaced",
+                "A change of `image` or `droplet_generation` creates a new droplet, converges and verifies it, points the DNS record at it, and deletes the old droplet once the record's TTL has passed. Images stored on the droplet disk are not carried over; a volume or Spaces bucket is.",
+            );
+        }
+        if prior.size != st.size && st.size.is_value() && !new_droplet {
             diags.root_warning(
                 "Resizing powers the droplet off",
                 format!("Changing `size` from {:?} to {:?} powers the droplet off, resizes it and powers it on: the registry is unavailable for a minute or two.", prior.size.as_ref_option(), st.size.as_ref_option()),
@@ -1084,7 +1100,6 @@ impl RegistryResource {
         deadline: Instant,
     ) -> Result<(), String> {
         let name = known(&st.name).unwrap_or_default().to_owned();
-        let fqdn = known(&st.fqdn).unwrap_or_default().to_owned();
         fill_hashes(st, None)?;
         st.docker_config_json = s(docker_config_json(st));
         let mgmt =
@@ -1100,11 +1115,29 @@ impl RegistryResource {
         st.aaaa_record_id = Value::Null;
         st.ipv6_address = Value::Null;
 
-        let user_data = render::user_data(
-            &mgmt.public_openssh,
-            &host.private_openssh,
-            &host.public_openssh,
-        );
+        self.boot_droplet(client, st, deadline).await?;
+        ensure_record(client, st).await?;
+        issue_certificate(st)?;
+        converge_and_verify(st, deadline).await?;
+        Ok(())
+    }
+
+    /// Creates a droplet with the keys in `st`, the firewall when there is none, and waits for
+    /// the droplet to be active; fills droplet_id (as soon as it exists) and the addresses.
+    async fn boot_droplet(
+        &self,
+        client: &Client,
+        st: &mut RegistryState,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        let name = known(&st.name).unwrap_or_default().to_owned();
+        let fqdn = known(&st.fqdn).unwrap_or_default().to_owned();
+        let mgmt_public = known(&st.management_public_key)
+            .unwrap_or_default()
+            .to_owned();
+        let host_private = secret_of(&st.host_private_key).unwrap_or_default();
+        let host_public = known(&st.host_public_key).unwrap_or_default().to_owned();
+        let user_data = render::user_data(&mgmt_public, &host_private, &host_public);
         let mut tags: Vec<String> = st
             .tags
             .as_ref_option()
@@ -1151,12 +1184,21 @@ impl RegistryResource {
         // The firewall needs only the droplet's id: make it while the droplet boots.
         let fw_req = firewall_request(&name, droplet.id, &cidrs_of(st));
         let remaining = deadline.saturating_duration_since(Instant::now());
+        let need_firewall = known(&st.firewall_id).is_none();
+        let firewall = async {
+            if need_firewall {
+                client.create_firewall(&fw_req).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
         let (fw, active) = tokio::join!(
-            client.create_firewall(&fw_req),
+            firewall,
             client.wait_for_droplet_active(droplet.id, remaining)
         );
         match fw {
-            Ok(f) => st.firewall_id = s(f.id),
+            Ok(Some(f)) => st.firewall_id = s(f.id),
+            Ok(None) => {}
             Err(e) => return Err(e.to_string()),
         }
         let active = active.map_err(|e| e.to_string())?;
@@ -1171,9 +1213,73 @@ impl RegistryResource {
             .to_owned();
         st.ipv4_address = s(ip);
         st.ipv6_address = active.public_ipv6().map(s).unwrap_or(Value::Null);
+        Ok(())
+    }
+
+    /// A new droplet for the same registry: booted with the same keys, converged and verified,
+    /// then the record switched to it and, after the record's TTL, the old droplet deleted.
+    /// Until the switch a failure deletes the new droplet and leaves the old one serving.
+    async fn replace_droplet(
+        &self,
+        client: &Client,
+        prior: &RegistryState,
+        st: &mut RegistryState,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        let old_id = prior
+            .droplet_id
+            .as_ref_option()
+            .map(|i| *i as u64)
+            .ok_or("no droplet id in state")?;
+        fill_hashes(st, Some(prior))?;
+        st.docker_config_json = s(docker_config_json(st));
+        st.firewall_id = prior.firewall_id.clone();
+        st.record_id = prior.record_id;
+        st.domain = prior.domain.clone();
+        let staged = async {
+            self.boot_droplet(client, st, deadline).await?;
+            if st.certificate_pem.is_unknown() || tls_source(st) == "self_signed" {
+                issue_certificate(st)?;
+            }
+            converge_and_verify(st, deadline).await
+        }
+        .await;
+        if let Err(e) = staged {
+            if let Some(new_id) = st.droplet_id.as_ref_option().map(|i| *i as u64) {
+                if new_id != old_id {
+                    if let Err(de) = client.delete_droplet(new_id).await {
+                        return Err(format!(
+                            "{e}; deleting the new droplet ({new_id}) failed too: {de}"
+                        ));
+                    }
+                }
+            }
+            return Err(e);
+        }
+        let new_id = st
+            .droplet_id
+            .as_ref_option()
+            .map(|i| *i as u64)
+            .unwrap_or_default();
+        let name = known(&st.name).unwrap_or_default().to_owned();
+        if let Some(fw) = known(&st.firewall_id) {
+            client
+                .update_firewall(fw, &firewall_request(&name, new_id, &cidrs_of(st)))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         ensure_record(client, st).await?;
-        issue_certificate(st)?;
-        converge_and_verify(st, deadline).await?;
+        tracing::info!(
+            old = old_id,
+            new = new_id,
+            ttl = RECORD_TTL,
+            "record switched; waiting for its TTL before deleting the old droplet"
+        );
+        tokio::time::sleep(Duration::from_secs(RECORD_TTL as u64)).await;
+        client
+            .delete_droplet(old_id)
+            .await
+            .map_err(|e| format!("the registry now runs on droplet ({new_id}), but deleting the old droplet ({old_id}) failed: {e}; delete it by hand"))?;
         Ok(())
     }
 
@@ -1184,6 +1290,9 @@ impl RegistryResource {
         st: &mut RegistryState,
         deadline: Instant,
     ) -> Result<(), String> {
+        if prior.image != st.image || prior.droplet_generation != st.droplet_generation {
+            return self.replace_droplet(client, prior, st, deadline).await;
+        }
         let id = prior
             .droplet_id
             .as_ref_option()

@@ -740,3 +740,77 @@ resource "docker_registry" "r" {{
         "a failed plan created a droplet"
     );
 }
+
+#[test]
+fn droplet_generation_bump_replaces_the_droplet_inside_an_update() {
+    let fx = Fixture::new();
+    let body = |generation: u32| {
+        format!(
+            r#"
+resource "docker_registry" "r" {{
+  name   = "regen"
+  region = "nyc3"
+  fqdn   = "FQDN"
+  droplet_generation = {generation}
+  users = {{ admin = {{ password = "{ADMIN_PW}" }} }}
+  tls {{ source = "self_signed" }}
+}}
+"#
+        )
+    };
+    fx.config(&body(1));
+    fx.apply();
+    let v1 = fx.values();
+    let old_id = v1["droplet_id"].as_u64().unwrap();
+    fx.config(&body(2));
+    let (code, plan) = fx.plan_code();
+    assert_eq!(code, 2, "{plan}");
+    assert!(
+        plan.contains("update in-place") && !plan.contains("must be replaced"),
+        "the bump should update in place:\n{plan}"
+    );
+    assert!(
+        plan.contains("The droplet will be replaced"),
+        "the plan does not warn:\n{plan}"
+    );
+    let out = fx.apply();
+    assert!(out.contains("1 changed"), "{out}");
+    let v2 = fx.values();
+    let new_id = v2["droplet_id"].as_u64().unwrap();
+    let new_ip = v2["ipv4_address"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, old_id, "the droplet was not replaced");
+    assert_eq!(
+        v2["host_key_fingerprint"], v1["host_key_fingerprint"],
+        "the host key changed"
+    );
+    let ids: Vec<u64> = fx
+        .lo
+        .droplets()
+        .iter()
+        .filter_map(|d| d["id"].as_u64())
+        .collect();
+    assert_eq!(ids, vec![new_id], "the old droplet is still there");
+    let a: Vec<Value> = fx
+        .lo
+        .records(&fx.domain)
+        .into_iter()
+        .filter(|r| r["type"] == "A")
+        .collect();
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(
+        a[0]["data"].as_str(),
+        Some(new_ip.as_str()),
+        "the record was not switched"
+    );
+    let ca = v2["ca_certificate_pem"].as_str().unwrap();
+    let http = https_client(ca, &fx.fqdn, &new_ip);
+    let r = http
+        .get(format!("https://{}/v2/", fx.fqdn))
+        .basic_auth("admin", Some(ADMIN_PW))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (code, out) = fx.plan_code();
+    assert_eq!(code, 0, "plan after the replacement is not empty:\n{out}");
+    fx.destroy_and_check_nothing_left();
+}

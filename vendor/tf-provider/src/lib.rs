@@ -21,6 +21,9 @@
 //! Implementing a provider consists in implementing the [`Resource`], [`DataSource`], and/or [`Function`] traits,
 //! and implementing the [`Provider`] trait that references the resources, data sources and functions.
 
+// PATCHED (terraform-provider-docker): the generated tfplugin6 code has unused types.
+#![allow(dead_code)]
+
 mod attribute_path;
 mod data_source;
 mod diagnostics;
