@@ -5,14 +5,17 @@ use std::collections::HashMap;
 
 use tf_provider::DynamicResource;
 
+pub mod acme;
 pub mod config;
 pub mod do_api;
+pub mod docs;
 pub mod logging;
 pub mod provider;
 pub mod remote;
 pub mod render;
 pub mod resource;
 pub mod secret;
+pub mod storage;
 pub mod tls;
 
 pub use provider::{DockerProvider, SettingsHandle};
