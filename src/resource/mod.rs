@@ -655,6 +655,43 @@ fn issue_certificate(st: &mut RegistryState) -> Result<(), String> {
     Ok(())
 }
 
+/// Root's authorized_keys on a running droplet: the management key and the public keys of
+/// `ssh_key_fingerprints`, looked up in the account (DigitalOcean only adds them at create).
+async fn set_people_keys(
+    client: &Client,
+    st: &RegistryState,
+    deadline: Instant,
+) -> Result<(), String> {
+    let mut lines = vec![known(&st.management_public_key)
+        .ok_or("no management key in state")?
+        .to_owned()];
+    for fp in st
+        .ssh_key_fingerprints
+        .as_ref_option()
+        .map(|v| {
+            v.iter()
+                .filter_map(|f| f.as_ref_option().cloned())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+    {
+        match client.get_ssh_key(&fp).await {
+            Ok(Some(k)) => lines.push(k.public_key.trim().to_owned()),
+            Ok(None) => return Err(format!("no SSH key with fingerprint {fp} in the account")),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let transport = connect(st, deadline).await?;
+    transport
+        .upload(
+            "/root/.ssh/authorized_keys",
+            format!("{}\n", lines.join("\n")).as_bytes(),
+            0o600,
+        )
+        .await
+        .map_err(|e| e.to_string())
+}
+
 fn random_hex(bytes: usize) -> String {
     use rand::RngCore;
     let mut b = vec![0u8; bytes];
@@ -1359,6 +1396,9 @@ impl RegistryResource {
         if st.record_id.is_unknown() {
             st.record_id = prior.record_id;
             ensure_record(client, st).await?;
+        }
+        if prior.ssh_key_fingerprints != st.ssh_key_fingerprints {
+            set_people_keys(client, st, deadline).await?;
         }
         fill_hashes(st, Some(prior))?;
         st.docker_config_json = s(docker_config_json(st));
