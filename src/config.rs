@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Block, Description};
-use tf_provider::value::{ValueNumber, ValueString};
+use tf_provider::value::{Value, ValueNumber, ValueString};
 use tf_provider::{AttributePath, Diagnostics};
 use url::Url;
 
@@ -29,6 +29,7 @@ pub struct ProviderConfig<'a> {
     pub requests_per_second: ValueNumber,
     pub acme_directory_url: ValueString<'a>,
     pub acme_ca_certificates: ValueString<'a>,
+    pub acme_dns_servers: Value<Vec<ValueString<'a>>>,
 }
 
 /// What the resource works with once the provider is configured.
@@ -46,6 +47,8 @@ pub struct Settings {
     pub acme_directory_url: Url,
     /// PEM bundle of extra roots trusted for the ACME directory (test CAs such as Pebble).
     pub acme_ca_certificates: Option<String>,
+    /// DNS servers asked whether a DNS-01 record is visible; empty: the domain's NS servers.
+    pub acme_dns_servers: Vec<std::net::SocketAddr>,
     pub terraform_version: String,
 }
 
@@ -71,6 +74,7 @@ pub fn schema_block() -> Block {
         ("requests_per_second", attr(Number, "Client-side limit of API requests per second; 0 (the default) means unlimited.", false)),
         ("acme_directory_url", attr(String, "ACME directory for `tls { source = \"acme\" }`. Default: Let's Encrypt production.", false)),
         ("acme_ca_certificates", attr(String, "Extra PEM root certificates trusted when talking to the ACME directory (for test CAs such as Pebble).", false)),
+        ("acme_dns_servers", attr(AttributeType::List(Box::new(AttributeType::String)), "DNS servers (`ip` or `ip:port`) asked whether a DNS-01 challenge record is visible before validation is requested. Default: the domain's own authoritative servers.", false)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -144,8 +148,39 @@ pub fn count_pem_certificates(pem: &str) -> Result<usize, String> {
         .map_err(|e| format!("not valid PEM certificates: {e}"))
 }
 
+/// `ip` or `ip:port` (port 53 when left out).
+pub fn parse_dns_server(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+        return Ok(a);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{s:?} is not `ip` or `ip:port`"))
+}
+
+fn dns_servers(config: &ProviderConfig<'_>) -> Vec<Result<std::net::SocketAddr, String>> {
+    config
+        .acme_dns_servers
+        .as_ref_option()
+        .map(|v| {
+            v.iter()
+                .filter_map(|s| s.as_ref_option().map(|s| parse_dns_server(s)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Checks every known value; unknown values (computed elsewhere) are checked at configure.
 pub fn validate(diags: &mut Diagnostics, config: &ProviderConfig<'_>) {
+    for (i, r) in dns_servers(config).into_iter().enumerate() {
+        if let Err(e) = r {
+            diags.error(
+                "Invalid `acme_dns_servers`",
+                format!("{e}."),
+                AttributePath::new("acme_dns_servers").index(i as i64),
+            );
+        }
+    }
     for (name, value, template) in [
         ("api_endpoint", &config.api_endpoint, false),
         ("spaces_endpoint", &config.spaces_endpoint, true),
@@ -246,6 +281,10 @@ pub fn resolve(
             .unwrap_or(0),
         acme_directory_url: Url::parse(&acme).ok()?,
         acme_ca_certificates: pick(&config.acme_ca_certificates, env, &[]),
+        acme_dns_servers: dns_servers(config)
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect(),
         terraform_version,
     })
 }

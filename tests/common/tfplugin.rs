@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint};
 
 pub mod proto {
     tonic::include_proto!("tfplugin6");
@@ -34,17 +34,6 @@ impl Drop for PluginProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn der_to_pem(der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(chunk).unwrap());
-        pem.push('\n');
-    }
-    pem.push_str("-----END CERTIFICATE-----\n");
-    pem
 }
 
 /// Parsed handshake line: `core|app|network|address|protocol|cert`.
@@ -116,17 +105,7 @@ pub async fn start(binary: &str, extra_env: &[(&str, &str)]) -> PluginProcess {
     );
     assert_eq!((hs.network.as_str(), hs.protocol.as_str()), ("tcp", "grpc"));
 
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(der_to_pem(&hs.server_cert_der)))
-        .identity(Identity::from_pem(cert.pem(), key.serialize_pem()))
-        .domain_name("localhost");
-    let channel = Endpoint::from_shared(format!("https://{}", hs.address))
-        .unwrap()
-        .tls_config(tls)
-        .expect("tls config")
-        .connect()
-        .await
-        .expect("connecting to the provider over mTLS");
+    let channel = connect_pinned(&hs, cert.pem(), key.serialize_pem()).await;
     PluginProcess {
         child,
         client: ProviderClient::new(channel),
@@ -140,4 +119,120 @@ pub fn dynamic_value(v: &serde_json::Value) -> proto::DynamicValue {
         msgpack: rmp_serde::to_vec_named(v).expect("msgpack"),
         json: vec![],
     }
+}
+
+/// Accepts exactly the certificate the handshake line announced. The provider's certificate
+/// is self-signed with CA:true (as go-plugin's are), which webpki refuses as an end entity, so
+/// the test pins it byte for byte instead: stricter than chain validation.
+#[derive(Debug)]
+struct Pinned {
+    der: Vec<u8>,
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.der.as_slice() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "not the certificate of the handshake line".into(),
+            ))
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+async fn connect_pinned(
+    hs: &Handshake,
+    client_cert_pem: String,
+    client_key_pem: String,
+) -> Channel {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cert = CertificateDer::from(
+        base64::engine::general_purpose::STANDARD
+            .decode(
+                client_cert_pem
+                    .lines()
+                    .filter(|l| !l.starts_with("-----"))
+                    .collect::<String>(),
+            )
+            .unwrap(),
+    );
+    let key = PrivateKeyDer::try_from(
+        base64::engine::general_purpose::STANDARD
+            .decode(
+                client_key_pem
+                    .lines()
+                    .filter(|l| !l.starts_with("-----"))
+                    .collect::<String>(),
+            )
+            .unwrap(),
+    )
+    .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(Pinned {
+            der: hs.server_cert_der.clone(),
+            provider,
+        }))
+        .with_client_auth_cert(vec![cert], key)
+        .expect("client certificate");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let addr = hs.address.clone();
+    Endpoint::from_shared(format!("http://{}", hs.address))
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_uri| {
+            let connector = connector.clone();
+            let addr = addr.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(&addr).await?;
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await
+        .expect("connecting to the provider over mTLS")
 }

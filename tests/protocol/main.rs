@@ -16,6 +16,7 @@ fn provider_config(overrides: serde_json::Value) -> serde_json::Value {
         "token": null, "api_endpoint": null, "spaces_access_id": null,
         "spaces_secret_key": null, "spaces_endpoint": null, "http_retry_max": null,
         "requests_per_second": null, "acme_directory_url": null, "acme_ca_certificates": null,
+        "acme_dns_servers": null,
     });
     for (k, v) in overrides.as_object().unwrap() {
         base[k] = v.clone();
@@ -132,6 +133,10 @@ async fn bad_provider_config_names_the_attribute() {
             "acme_ca_certificates",
         ),
         (json!({"acme_directory_url": "::"}), "acme_directory_url"),
+        (
+            json!({"acme_dns_servers": ["not-an-ip:53"]}),
+            "acme_dns_servers",
+        ),
     ];
     for (cfg, attr) in cases {
         let resp = p
@@ -191,4 +196,48 @@ async fn configure_without_token_says_which_env_vars_are_read() {
         detail.contains("DIGITALOCEAN_TOKEN") && detail.contains("DIGITALOCEAN_ACCESS_TOKEN"),
         "{detail}"
     );
+}
+
+#[tokio::test]
+async fn validate_resource_config_names_the_bad_attribute() {
+    let mut p = tfplugin::start(BIN, &[]).await;
+    let schema = p
+        .client
+        .get_provider_schema(proto::get_provider_schema::Request {})
+        .await
+        .unwrap()
+        .into_inner();
+    let block = schema.resource_schemas["docker_registry"]
+        .block
+        .clone()
+        .unwrap();
+    // Every attribute null, every block empty, then the values under test.
+    let mut config = serde_json::Map::new();
+    for a in &block.attributes {
+        config.insert(a.name.clone(), serde_json::Value::Null);
+    }
+    for b in &block.block_types {
+        config.insert(b.type_name.clone(), json!([]));
+    }
+    config.insert("name".into(), json!("Bad_Name"));
+    config.insert("region".into(), json!("nyc3"));
+    config.insert("fqdn".into(), json!("registry.example.com"));
+    config.insert(
+        "users".into(),
+        json!({ "admin": { "password": "short", "password_bcrypt": null, "access": "push", "bcrypt_hash": null } }),
+    );
+    let resp = p
+        .client
+        .validate_resource_config(proto::validate_resource_config::Request {
+            type_name: "docker_registry".into(),
+            config: Some(tfplugin::dynamic_value(&serde_json::Value::Object(config))),
+        })
+        .await
+        .expect("ValidateResourceConfig")
+        .into_inner();
+    let errs = errors(&resp.diagnostics);
+    let summaries: Vec<&str> = errs.iter().map(|(s, _)| s.as_str()).collect();
+    assert!(summaries.contains(&"Invalid `name`"), "{errs:?}");
+    assert!(summaries.contains(&"Password too short"), "{errs:?}");
+    assert!(errs.iter().any(|(_, p)| p == "name"), "{errs:?}");
 }

@@ -22,7 +22,7 @@
 //! and implementing the [`Provider`] trait that references the resources, data sources and functions.
 
 // PATCHED (terraform-provider-docker): the generated tfplugin6 code has unused types.
-#![allow(dead_code)]
+#![allow(warnings)]
 
 mod attribute_path;
 mod data_source;
