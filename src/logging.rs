@@ -75,8 +75,12 @@ where
         obj.insert("@level".into(), level.into());
         obj.insert("@module".into(), "docker".into());
         obj.insert("@caller".into(), event.metadata().target().into());
+        // go-plugin parses `@timestamp` with the layout 2006-01-02T15:04:05.000000Z07:00:
+        // exactly six fractional digits, or the whole line is logged raw at debug level.
         let ts = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
+            .format(time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+            ))
             .unwrap_or_default();
         obj.insert("@timestamp".into(), ts.into());
         if let Some(msg) = obj.remove("message") {
@@ -115,6 +119,39 @@ impl tracing::field::Visit for JsonFields {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_hclog_json_with_go_plugin_timestamps() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let w = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .event_format(HcLog)
+            .finish();
+        tracing::subscriber::with_default(sub, || tracing::info!(elapsed_ms = 5u64, "hello"));
+        let line = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(v["@level"], "info");
+        assert_eq!(v["@message"], "hello");
+        assert_eq!(v["elapsed_ms"], 5);
+        let ts = v["@timestamp"].as_str().unwrap();
+        // 2026-11-23T04:43:50.601901Z
+        assert_eq!(ts.len(), 27, "{ts}");
+        assert_eq!(&ts[19..20], ".");
+        assert!(ts.ends_with('Z'));
+    }
 
     #[test]
     fn provider_level_wins_over_core_level() {

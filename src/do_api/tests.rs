@@ -192,6 +192,7 @@ fn settings(url: &Url, retry_max: u32, rps: u32) -> Settings {
         requests_per_second: rps,
         acme_directory_url: Url::parse("https://acme.invalid/directory").unwrap(),
         acme_ca_certificates: None,
+        acme_dns_servers: Vec::new(),
         terraform_version: "1.8.0".into(),
     }
 }

@@ -15,6 +15,7 @@ use base64::Engine;
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{AttributePath, Diagnostics, Resource};
 
+use crate::acme;
 use crate::config::Settings;
 use crate::do_api::{self, Client};
 use crate::provider::SettingsHandle;
@@ -48,6 +49,8 @@ fn unknown_computed(st: &mut RegistryState) {
     st.ipv6_address = Value::Unknown;
     st.domain = Value::Unknown;
     st.record_id = Value::Unknown;
+    st.caa_record_id = Value::Unknown;
+    st.acme_account_key = Value::Unknown;
     st.aaaa_record_id = Value::Unknown;
     st.firewall_id = Value::Unknown;
     st.host_key_fingerprint = Value::Unknown;
@@ -151,20 +154,6 @@ fn timeout(st: &RegistryState, which: &str, default: Duration) -> Duration {
 
 /// What is not built yet gets a plan-time error on its attribute, so nothing is created.
 fn check_supported(diags: &mut Diagnostics, st: &RegistryState) {
-    let source = tls_source(st);
-    let source_known = st.tls.is_null()
-        || st
-            .tls
-            .as_ref_option()
-            .is_some_and(|t| !t.source.is_unknown());
-    if source_known && source == "acme" {
-        diags.error(
-            "`tls.source = \"acme\"` is not available in this version",
-            "ACME certificates (Let's Encrypt by DNS-01 or HTTP-01) are not implemented yet. \
-             Use `tls { source = \"self_signed\" }` or `tls { source = \"provided\" ... }` for now.",
-            AttributePath::new("tls").index(0).attribute("source"),
-        );
-    }
     let backend = storage_backend(st);
     if backend == "volume" || backend == "spaces" {
         diags.error(
@@ -638,12 +627,13 @@ fn issue_certificate(st: &mut RegistryState) -> Result<(), String> {
                 not_after: info.not_after,
             }
         }
-        other => {
-            return Err(format!(
-                "tls source {other:?} is not available in this version"
-            ))
-        }
+        other => return Err(format!("tls source {other:?} is not issued locally")),
     };
+    store_issued(st, issued);
+    Ok(())
+}
+
+fn store_issued(st: &mut RegistryState, issued: tls::Issued) {
     st.certificate_pem = s(issued.cert_chain_pem);
     st.tls_private_key_pem = s(issued.private_key_pem.expose().to_owned());
     st.certificate_not_after = s(tls::rfc3339(issued.not_after));
@@ -652,7 +642,67 @@ fn issue_certificate(st: &mut RegistryState) -> Result<(), String> {
         .ca_private_key_pem
         .map(|k| s(k.expose().to_owned()))
         .unwrap_or(Value::Null);
+}
+
+fn acme_inputs(st: &RegistryState) -> (Option<String>, acme::KeyType, bool) {
+    let t = st.tls.as_ref_option().cloned().unwrap_or_default();
+    let key_type = t
+        .key_type
+        .as_ref_option()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_default();
+    let http01 = t.challenge.as_ref_option().map(String::as_str) == Some("http-01");
+    (t.email.as_ref_option().cloned(), key_type, http01)
+}
+
+/// Orders an ACME certificate for the registry and stores it and the account in `st`.
+async fn acme_certificate(
+    settings: &Settings,
+    st: &mut RegistryState,
+    challenge: acme::Challenge,
+) -> Result<(), String> {
+    let cfg = acme_config(settings);
+    let (email, key_type, _) = acme_inputs(st);
+    let account = secret_of(&st.acme_account_key);
+    let fqdn = known(&st.fqdn).unwrap_or_default().to_owned();
+    let got = acme::issue(
+        &cfg,
+        account.as_ref(),
+        email.as_deref(),
+        &fqdn,
+        key_type,
+        challenge,
+    )
+    .await
+    .map_err(|e| format!("ordering the certificate for {fqdn}: {e}"))?;
+    for w in &got.warnings {
+        tracing::warn!(warning = %w, "certificate issued with a warning");
+    }
+    st.acme_account_key = s(got.account.expose().to_owned());
+    store_issued(st, got.issued);
     Ok(())
+}
+
+fn acme_config(settings: &Settings) -> acme::AcmeConfig {
+    let mut cfg = acme::AcmeConfig::from_settings(settings);
+    cfg.dns_servers = settings.acme_dns_servers.clone();
+    cfg
+}
+
+/// Why an ACME certificate in state must be renewed now, if it must.
+fn renewal_reason(st: &RegistryState) -> Option<String> {
+    if tls_source(st) != "acme" {
+        return None;
+    }
+    let cert = known(&st.certificate_pem)?;
+    let fqdn = known(&st.fqdn)?;
+    let days = st
+        .tls
+        .as_ref_option()
+        .and_then(|t| t.renew_before_days.as_ref_option().copied())
+        .unwrap_or(30)
+        .max(0) as u32;
+    acme::needs_renewal(cert, fqdn, days, time::OffsetDateTime::now_utc())
 }
 
 /// Root's authorized_keys on a running droplet: the management key and the public keys of
@@ -953,7 +1003,17 @@ impl Resource for RegistryResource {
         if users_changed {
             st.docker_config_json = Value::Unknown;
         }
-        let tls_changed = prior.tls != st.tls;
+        let mut tls_changed = prior.tls != st.tls;
+        if let Some(reason) = renewal_reason(&prior) {
+            diags.root_warning(
+                "The certificate will be renewed",
+                format!(
+                    "The certificate of {} is replaced: {reason}.",
+                    known(&prior.fqdn).unwrap_or_default()
+                ),
+            );
+            tls_changed = true;
+        }
         if tls_changed {
             st.certificate_pem = Value::Unknown;
             st.certificate_not_after = Value::Unknown;
@@ -1000,10 +1060,12 @@ impl Resource for RegistryResource {
         private: Self::PrivateState<'a>,
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let (client, _) = self.client(diags)?;
+        let (client, settings) = self.client(diags)?;
         let mut st = planned;
         let deadline = Instant::now() + timeout(&st, "create", DEFAULT_CREATE_TIMEOUT);
-        let result = self.create_inner(&client, &mut st, deadline).await;
+        let result = self
+            .create_inner(&client, &settings, &mut st, deadline)
+            .await;
         // Whatever happened, every id made so far is in `st`, so destroy can clean up.
         if let Err(e) = result {
             diags.root_error("Creating the registry failed", e);
@@ -1022,10 +1084,13 @@ impl Resource for RegistryResource {
         private: Self::PrivateState<'a>,
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let (client, _) = self.client(diags)?;
+        let (client, settings) = self.client(diags)?;
         let mut st = planned;
         let deadline = Instant::now() + timeout(&st, "update", DEFAULT_CREATE_TIMEOUT);
-        if let Err(e) = self.update_inner(&client, &prior, &mut st, deadline).await {
+        if let Err(e) = self
+            .update_inner(&client, &settings, &prior, &mut st, deadline)
+            .await
+        {
             diags.root_error("Updating the registry failed", e);
             // Keep what is known to be true: the prior state, with ids that may have changed.
             let mut keep = prior.clone();
@@ -1044,8 +1109,34 @@ impl Resource for RegistryResource {
         _private: Self::PrivateState<'a>,
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<()> {
-        let (client, _) = self.client(diags)?;
+        let (client, settings) = self.client(diags)?;
         let mut failed = false;
+        let revoke = tls_source(&st) == "acme"
+            && st
+                .tls
+                .as_ref_option()
+                .and_then(|t| t.revoke_on_destroy.as_ref_option().copied())
+                .unwrap_or(false);
+        if let (true, Some(account), Some(cert)) = (
+            revoke,
+            secret_of(&st.acme_account_key),
+            known(&st.certificate_pem),
+        ) {
+            // A failed revocation must not keep the droplet alive: warn and go on.
+            match acme::revoke(&acme_config(&settings), &account, cert).await {
+                Ok(()) => tracing::info!("certificate revoked"),
+                Err(e) => diags.root_warning("Revoking the certificate failed", e.to_string()),
+            }
+        }
+        if let (Some(domain), Some(rid)) = (known(&st.domain), st.caa_record_id.as_ref_option()) {
+            if let Err(e) = client.delete_record(domain, *rid as u64).await {
+                diags.root_error(
+                    format!("Deleting CAA record ({rid}) of {domain}"),
+                    e.to_string(),
+                );
+                failed = true;
+            }
+        }
         if let (Some(domain), Some(rid)) = (known(&st.domain), st.record_id.as_ref_option()) {
             if let Err(e) = client.delete_record(domain, *rid as u64).await {
                 diags.root_error(
@@ -1095,8 +1186,10 @@ fn null_unknowns(st: &mut RegistryState) {
         ipv6_address,
         domain,
         record_id,
+        caa_record_id,
         aaaa_record_id,
         firewall_id,
+        acme_account_key,
         host_key_fingerprint,
         certificate_pem,
         certificate_not_after,
@@ -1133,6 +1226,7 @@ impl RegistryResource {
     async fn create_inner(
         &self,
         client: &Client,
+        settings: &Settings,
         st: &mut RegistryState,
         deadline: Instant,
     ) -> Result<(), String> {
@@ -1152,10 +1246,158 @@ impl RegistryResource {
         st.aaaa_record_id = Value::Null;
         st.ipv6_address = Value::Null;
 
+        st.acme_account_key = Value::Null;
+        st.caa_record_id = Value::Null;
+        let started = Instant::now();
+        let source = tls_source(st);
+        let (_, _, http01) = acme_inputs(st);
+        if source == "acme" {
+            self.ensure_caa(client, settings, st).await?;
+        }
+        if source == "acme" && !http01 {
+            // DNS-01 needs no droplet: the order runs while the droplet boots.
+            let fqdn = known(&st.fqdn).unwrap_or_default().to_owned();
+            let (domain, _) = find_domain(client, &fqdn)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no domain of the account holds {fqdn}"))?;
+            let mut cert_st = st.clone();
+            let challenge = acme::Challenge::Dns01 {
+                client: client.clone(),
+                domain,
+            };
+            let order = async {
+                let r = acme_certificate(settings, &mut cert_st, challenge).await;
+                tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    ok = r.is_ok(),
+                    "create timeline: certificate ready"
+                );
+                r
+            };
+            let boot = async {
+                self.boot_droplet(client, st, deadline).await?;
+                tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "create timeline: droplet active"
+                );
+                connect(st, deadline).await?;
+                tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "create timeline: droplet SSH-ready"
+                );
+                Ok::<(), String>(())
+            };
+            let (cert, booted) = tokio::join!(order, boot);
+            booted?;
+            cert?;
+            st.acme_account_key = cert_st.acme_account_key;
+            st.certificate_pem = cert_st.certificate_pem;
+            st.tls_private_key_pem = cert_st.tls_private_key_pem;
+            st.certificate_not_after = cert_st.certificate_not_after;
+            st.ca_certificate_pem = Value::Null;
+            st.ca_private_key_pem = Value::Null;
+            ensure_record(client, st).await?;
+            converge_and_verify(st, deadline).await?;
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "create timeline: registry verified"
+            );
+            return Ok(());
+        }
         self.boot_droplet(client, st, deadline).await?;
         ensure_record(client, st).await?;
-        issue_certificate(st)?;
+        if source == "acme" {
+            // HTTP-01: nginx must answer on port 80 first, and it needs some certificate to
+            // start on 443: a throwaway self-signed one, replaced right after.
+            let fqdn = known(&st.fqdn).unwrap_or_default().to_owned();
+            let placeholder = tls::self_signed(&fqdn, &[], None).map_err(|e| e.to_string())?;
+            store_issued(st, placeholder);
+            st.ca_certificate_pem = Value::Null;
+            st.ca_private_key_pem = Value::Null;
+            converge_and_verify(st, deadline).await?;
+            self.renew_http01(settings, st, deadline).await?;
+        } else {
+            issue_certificate(st)?;
+        }
         converge_and_verify(st, deadline).await?;
+        Ok(())
+    }
+
+    /// An ACME certificate by HTTP-01 for a droplet that serves port 80 already.
+    async fn renew_http01(
+        &self,
+        settings: &Settings,
+        st: &mut RegistryState,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        let transport: Arc<dyn Transport> = Arc::new(connect(st, deadline).await?);
+        acme_certificate(settings, st, acme::Challenge::Http01 { transport }).await
+    }
+
+    /// A new certificate for `st` (tls changed, renewal due, self-signed SANs changed).
+    async fn obtain_certificate(
+        &self,
+        client: &Client,
+        settings: &Settings,
+        st: &mut RegistryState,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        if tls_source(st) != "acme" {
+            return issue_certificate(st);
+        }
+        self.ensure_caa(client, settings, st).await?;
+        let (_, _, http01) = acme_inputs(st);
+        if http01 {
+            return self.renew_http01(settings, st, deadline).await;
+        }
+        let fqdn = known(&st.fqdn).unwrap_or_default().to_owned();
+        let (domain, _) = find_domain(client, &fqdn)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no domain of the account holds {fqdn}"))?;
+        let r = acme_certificate(
+            settings,
+            st,
+            acme::Challenge::Dns01 {
+                client: client.clone(),
+                domain,
+            },
+        )
+        .await;
+        st.ca_certificate_pem = Value::Null;
+        st.ca_private_key_pem = Value::Null;
+        r
+    }
+
+    /// With `tls.caa = true`: a CAA record that lets only the ACME directory's CA issue.
+    async fn ensure_caa(
+        &self,
+        client: &Client,
+        settings: &Settings,
+        st: &mut RegistryState,
+    ) -> Result<(), String> {
+        let want = st
+            .tls
+            .as_ref_option()
+            .and_then(|t| t.caa.as_ref_option().copied())
+            .unwrap_or(false);
+        if !want || st.caa_record_id.is_value() {
+            return Ok(());
+        }
+        let fqdn = known(&st.fqdn).unwrap_or_default().to_owned();
+        let (domain, _) = find_domain(client, &fqdn)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no domain of the account holds {fqdn}"))?;
+        let req = acme::caa_record(&fqdn, &domain, &settings.acme_directory_url)
+            .map_err(|e| e.to_string())?;
+        let rec = client
+            .create_record(&domain, &req)
+            .await
+            .map_err(|e| format!("creating the CAA record of {fqdn}: {e}"))?;
+        st.caa_record_id = Value::Value(rec.id as i64);
+        st.domain = s(domain);
         Ok(())
     }
 
@@ -1259,6 +1501,7 @@ impl RegistryResource {
     async fn replace_droplet(
         &self,
         client: &Client,
+        settings: &Settings,
         prior: &RegistryState,
         st: &mut RegistryState,
         deadline: Instant,
@@ -1276,7 +1519,8 @@ impl RegistryResource {
         let staged = async {
             self.boot_droplet(client, st, deadline).await?;
             if st.certificate_pem.is_unknown() || tls_source(st) == "self_signed" {
-                issue_certificate(st)?;
+                self.obtain_certificate(client, settings, st, deadline)
+                    .await?;
             }
             converge_and_verify(st, deadline).await
         }
@@ -1323,12 +1567,15 @@ impl RegistryResource {
     async fn update_inner(
         &self,
         client: &Client,
+        settings: &Settings,
         prior: &RegistryState,
         st: &mut RegistryState,
         deadline: Instant,
     ) -> Result<(), String> {
         if prior.image != st.image || prior.droplet_generation != st.droplet_generation {
-            return self.replace_droplet(client, prior, st, deadline).await;
+            return self
+                .replace_droplet(client, settings, prior, st, deadline)
+                .await;
         }
         let id = prior
             .droplet_id
@@ -1403,7 +1650,8 @@ impl RegistryResource {
         fill_hashes(st, Some(prior))?;
         st.docker_config_json = s(docker_config_json(st));
         if st.certificate_pem.is_unknown() {
-            issue_certificate(st)?;
+            self.obtain_certificate(client, settings, st, deadline)
+                .await?;
         }
         converge_and_verify(st, deadline).await?;
         Ok(())

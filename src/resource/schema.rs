@@ -180,6 +180,7 @@ pub fn schema() -> Schema {
         ("url", a(T::String, C::Computed, false, "`https://<fqdn>`.")),
         ("domain", a(T::String, C::Computed, false, "The DigitalOcean domain that holds the registry's records.")),
         ("record_id", a(T::Number, C::Computed, false, "Id of the A record for the fqdn.")),
+        ("caa_record_id", a(T::Number, C::Computed, false, "Id of the CAA record, with `tls.caa = true`.")),
         ("aaaa_record_id", a(T::Number, C::Computed, false, "Id of the AAAA record, when the droplet has IPv6.")),
         ("firewall_id", a(T::String, C::Computed, false, "Id of the DigitalOcean firewall in front of the droplet.")),
         ("host_key_fingerprint", a(T::String, C::Computed, false, "SSH host key fingerprint of the droplet (`SHA256:…`); the provider installs this key and accepts no other.")),
@@ -197,6 +198,7 @@ pub fn schema() -> Schema {
         ("host_public_key", a(T::String, C::Computed, false, "Public half of the droplet's SSH host key.")),
         ("tls_private_key_pem", a(T::String, C::Computed, true, "Private key of the served certificate.")),
         ("ca_private_key_pem", a(T::String, C::Computed, true, "With `self_signed`: the private CA's key.")),
+        ("acme_account_key", a(T::String, C::Computed, true, "The ACME account's credentials, made once per registry.")),
         ("http_secret", a(T::String, C::Computed, true, "The registry's `http.secret`.")),
     ]);
 

@@ -78,6 +78,7 @@ pub struct RegistryState {
     pub url: S,
     pub domain: S,
     pub record_id: N,
+    pub caa_record_id: N,
     pub aaaa_record_id: N,
     pub firewall_id: S,
     pub host_key_fingerprint: S,
@@ -99,6 +100,7 @@ pub struct RegistryState {
     pub tls_private_key_pem: S,
     pub ca_private_key_pem: S,
     pub http_secret: S,
+    pub acme_account_key: S,
 }
 
 /// A known, non-empty string value.

@@ -3,11 +3,14 @@
 
 #[path = "../common/localocean.rs"]
 mod localocean;
+#[path = "../common/pebble.rs"]
+mod pebble;
 #[path = "../common/registry_client.rs"]
 mod registry_client;
 #[path = "../common/tofu.rs"]
 mod tofu;
 
+mod certificates;
 mod registry;
 
 use tofu::Tofu;

@@ -150,7 +150,7 @@ fn https_client(ca_pem: &str, fqdn: &str, ip: &str) -> reqwest::blocking::Client
 }
 
 /// A loop of authenticated pulls (manifest GETs by skopeo) in a thread; counts failures.
-struct PullLoop {
+pub struct PullLoop {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicUsize>,
     failures: Arc<std::sync::Mutex<Vec<String>>>,
@@ -158,7 +158,7 @@ struct PullLoop {
 }
 
 impl PullLoop {
-    fn start(skopeo: Skopeo, reference: String, creds: String) -> Self {
+    pub fn start(skopeo: Skopeo, reference: String, creds: String) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
         let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -181,7 +181,7 @@ impl PullLoop {
         }
     }
 
-    fn finish(mut self) -> (usize, Vec<String>) {
+    pub fn finish(mut self) -> (usize, Vec<String>) {
         self.stop.store(true, Ordering::SeqCst);
         self.handle.take().unwrap().join().unwrap();
         (

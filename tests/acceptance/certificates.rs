@@ -1,0 +1,415 @@
+//! Certificates end to end: ACME from Pebble by DNS-01 and HTTP-01 (Pebble resolving through
+//! localocean's DNS), renewal through the plan under a loop of pulls, a DNS-01 failure that
+//! leaves no challenge record, revocation on destroy, and a provided certificate.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::localocean::LocalOcean;
+use crate::pebble::{Pebble, PebbleOptions};
+use crate::registry_client::{make_oci_image, text, Skopeo};
+use crate::tofu::Tofu;
+use crate::PROVIDER_BLOCK;
+
+const ADMIN_PW: &str = "admin-password-0001";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+struct AcmeFixture {
+    lo: LocalOcean,
+    pebble: Pebble,
+    tf: Tofu,
+    domain: String,
+    fqdn: String,
+}
+
+impl AcmeFixture {
+    fn new(opts: PebbleOptions) -> Self {
+        let lo = LocalOcean::up();
+        use rand::Rng;
+        let domain = format!("tf-acc-test-{:08x}.test", rand::thread_rng().gen::<u32>());
+        lo.create_domain(&domain);
+        // Pebble validates HTTP-01 on port 80 of the droplet, as a public CA would.
+        let pebble = Pebble::start_with(lo.dns, 80, opts);
+        let fqdn = format!("registry.{domain}");
+        Self {
+            lo,
+            pebble,
+            tf: Tofu::new(""),
+            domain,
+            fqdn,
+        }
+    }
+
+    fn config(&self, tls: &str, extra: &str) {
+        let ca = self.pebble.listener_ca_pem().replace('\n', "\\n");
+        let provider = format!(
+            "provider \"docker\" {{\n  token = \"{}\"\n  api_endpoint = \"{}\"\n  acme_directory_url = \"{}\"\n  acme_ca_certificates = \"{ca}\"\n  acme_dns_servers = [\"{}\"]\n}}\n",
+            self.lo.token,
+            self.lo.api_url,
+            self.pebble.directory_url(),
+            self.lo.dns
+        );
+        let body = format!(
+            r#"
+resource "docker_registry" "r" {{
+  name   = "acme"
+  region = "nyc3"
+  fqdn   = "{}"
+  users  = {{ admin = {{ password = "{ADMIN_PW}" }} }}
+  tls {{
+{tls}
+  }}
+{extra}
+}}
+"#,
+            self.fqdn
+        );
+        self.tf
+            .write("main.tf", &format!("{PROVIDER_BLOCK}\n{provider}\n{body}"));
+    }
+
+    fn apply_logged(&self, log: &str) -> (bool, String) {
+        let out = std::process::Command::new(&self.tf.bin)
+            .args(["apply", "-auto-approve", "-no-color", "-input=false"])
+            .current_dir(self.tf.dir.path())
+            .env("TF_CLI_CONFIG_FILE", self.tf.dir.path().join("tofu.rc"))
+            .env("TF_LOG", "info")
+            .env("TF_LOG_PATH", self.tf.dir.path().join(log))
+            .output()
+            .unwrap();
+        (out.status.success(), text(&out))
+    }
+
+    fn values(&self) -> Value {
+        let out = self.tf.run(&["show", "-json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["values"]["root_module"]["resources"][0]["values"].clone()
+    }
+
+    fn challenge_records(&self) -> Vec<Value> {
+        self.lo
+            .records(&self.domain)
+            .into_iter()
+            .filter(|r| {
+                r["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("_acme-challenge")
+            })
+            .collect()
+    }
+
+    /// skopeo trusting only Pebble's roots.
+    fn skopeo(&self) -> Skopeo {
+        let (root, intermediate) = rt().block_on(async {
+            (
+                self.pebble.issuing_root_pem().await,
+                self.pebble.intermediate_pem().await,
+            )
+        });
+        Skopeo::new(self.lo.bridge_ip(), Some(&format!("{root}{intermediate}")))
+    }
+
+    fn push_and_pull(&self, sk: &Skopeo) -> String {
+        let work = tempfile::tempdir().unwrap();
+        make_oci_image(&work.path().join("img"), 64 * 1024);
+        let reference = format!("{}/acc/acme:1", self.fqdn);
+        let out = sk.push(
+            &work.path().join("img"),
+            &reference,
+            Some(&format!("admin:{ADMIN_PW}")),
+        );
+        assert!(
+            out.status.success(),
+            "push with only Pebble's root trusted: {}",
+            text(&out)
+        );
+        let digest = sk.pushed_digest();
+        let out = sk.pull(
+            &format!("{}/acc/acme@{digest}", self.fqdn),
+            &work.path().join("pulled"),
+            Some(&format!("admin:{ADMIN_PW}")),
+        );
+        assert!(out.status.success(), "pull: {}", text(&out));
+        reference
+    }
+
+    fn destroy(&self) {
+        let (ok, out) =
+            self.tf
+                .run_text(&["destroy", "-auto-approve", "-no-color", "-input=false"]);
+        assert!(ok, "destroy: {out}");
+        assert!(self.lo.droplets().is_empty());
+        let left: Vec<Value> = self
+            .lo
+            .records(&self.domain)
+            .into_iter()
+            .filter(|r| r["type"] != "NS" && r["type"] != "SOA")
+            .collect();
+        assert!(left.is_empty(), "records left: {left:?}");
+    }
+}
+
+/// `create timeline: <what>` lines of OpenTofu's log (it re-formats our hclog JSON as text,
+/// `... create timeline: certificate ready: ... elapsed_ms=1234 ...`).
+fn timeline(log: &str) -> Vec<(String, u64)> {
+    log.lines()
+        .filter_map(|l| {
+            let at = l.find("create timeline: ")?;
+            let rest = &l[at + "create timeline: ".len()..];
+            let what = rest.split(':').next()?.trim().to_owned();
+            let ms = l
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("elapsed_ms="))?
+                .trim_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .ok()?;
+            Some((what, ms))
+        })
+        .collect()
+}
+
+fn serial(cert_pem: &str) -> String {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).unwrap();
+    hex::encode(pem.parse_x509().unwrap().raw_serial())
+}
+
+#[test]
+fn acme_dns01_issues_overlaps_the_boot_and_revokes_on_destroy() {
+    let fx = AcmeFixture::new(PebbleOptions::default());
+    fx.config("    source = \"acme\"\n    email = \"ops@example.test\"\n    revoke_on_destroy = true\n    caa = true", "");
+    let (ok, out) = fx.apply_logged("create.log");
+    assert!(ok, "apply: {out}\n--- pebble log:\n{}", fx.pebble.log());
+    let v = fx.values();
+    let cert = v["certificate_pem"].as_str().unwrap().to_owned();
+    assert!(
+        v["ca_certificate_pem"].is_null(),
+        "an ACME registry has no private CA"
+    );
+    assert!(
+        fx.challenge_records().is_empty(),
+        "challenge records left: {:?}",
+        fx.challenge_records()
+    );
+    let caa: Vec<Value> = fx
+        .lo
+        .records(&fx.domain)
+        .into_iter()
+        .filter(|r| r["type"] == "CAA")
+        .collect();
+    assert_eq!(caa.len(), 1, "{caa:?}");
+    fx.push_and_pull(&fx.skopeo());
+
+    let log = std::fs::read_to_string(fx.tf.dir.path().join("create.log")).unwrap();
+    let tl = timeline(&log);
+    for (what, ms) in &tl {
+        eprintln!(
+            "create timeline (DNS-01): {what}: {:.1} s after apply start",
+            *ms as f64 / 1000.0
+        );
+    }
+    assert!(
+        tl.iter().any(|(m, _)| m.contains("certificate ready")),
+        "no timeline in the log: {tl:?}"
+    );
+    assert!(
+        tl.iter().any(|(m, _)| m.contains("droplet SSH-ready")),
+        "no timeline in the log: {tl:?}"
+    );
+
+    fx.destroy();
+    assert!(
+        rt().block_on(fx.pebble.is_revoked(&cert)),
+        "Pebble does not report the certificate revoked"
+    );
+}
+
+#[test]
+fn acme_http01_issues_through_port_80() {
+    let fx = AcmeFixture::new(PebbleOptions::default());
+    fx.config("    source = \"acme\"\n    challenge = \"http-01\"", "");
+    let (ok, out) = fx.apply_logged("create.log");
+    assert!(ok, "apply: {out}\n--- pebble log:\n{}", fx.pebble.log());
+    fx.push_and_pull(&fx.skopeo());
+    assert!(fx.challenge_records().is_empty());
+    fx.destroy();
+}
+
+#[test]
+fn acme_renewal_shows_in_the_plan_and_apply_serves_a_new_serial_under_pulls() {
+    // Certificates valid 10 days with a 30-day renewal window: due as soon as issued.
+    let fx = AcmeFixture::new(PebbleOptions {
+        validity_seconds: Some(10 * 86400),
+        ..Default::default()
+    });
+    fx.config("    source = \"acme\"\n    renew_before_days = 30", "");
+    let (ok, out) = fx.apply_logged("create.log");
+    assert!(ok, "apply: {out}");
+    let v1 = fx.values();
+    let sk = fx.skopeo();
+    let reference = fx.push_and_pull(&sk);
+    let out = fx
+        .tf
+        .run(&["plan", "-no-color", "-input=false", "-detailed-exitcode"]);
+    let plan = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{plan}");
+    assert!(plan.contains("The certificate will be renewed"), "{plan}");
+    assert!(plan.contains("certificate_pem"), "{plan}");
+
+    let looper =
+        crate::registry::PullLoop::start(fx.skopeo(), reference, format!("admin:{ADMIN_PW}"));
+    std::thread::sleep(Duration::from_secs(1));
+    let (ok, out) = fx.apply_logged("renew.log");
+    std::thread::sleep(Duration::from_secs(1));
+    let (pulls, failures) = looper.finish();
+    assert!(ok, "renewal apply: {out}");
+    assert!(
+        failures.is_empty(),
+        "{} pulls failed during the renewal: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert!(pulls >= 3, "only {pulls} pulls ran through the renewal");
+    let v2 = fx.values();
+    assert_ne!(
+        serial(v2["certificate_pem"].as_str().unwrap()),
+        serial(v1["certificate_pem"].as_str().unwrap()),
+        "same serial after renewal"
+    );
+    assert_eq!(v2["droplet_id"], v1["droplet_id"]);
+    // The droplet serves the new one.
+    let ip = v2["ipv4_address"].as_str().unwrap();
+    let served = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo | openssl s_client -connect {ip}:443 -servername {} 2>/dev/null | openssl x509 -noout -serial", fx.fqdn))
+        .output()
+        .unwrap();
+    let served = String::from_utf8_lossy(&served.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_ascii_lowercase();
+    assert_eq!(
+        served.trim_start_matches('0'),
+        serial(v2["certificate_pem"].as_str().unwrap()).trim_start_matches('0'),
+        "the droplet serves an old certificate"
+    );
+    eprintln!("renewal: {pulls} pulls through the apply, none failed");
+    fx.destroy();
+}
+
+#[test]
+fn dns01_failure_names_the_record_and_leaves_none() {
+    let fx = AcmeFixture::new(PebbleOptions::default());
+    // Creating records fails; the A record is made later, so only the challenge is hit.
+    fx.lo.arm_fault(json!({
+        "kind": "http", "method": "POST",
+        "path_prefix": format!("/v2/domains/{}/records", fx.domain),
+        "status": 500, "count": 1000
+    }));
+    fx.config("    source = \"acme\"", "  timeouts { create = \"3m\" }");
+    let (ok, out) = fx.apply_logged("create.log");
+    assert!(!ok, "apply should fail:\n{out}");
+    let record = format!("_acme-challenge.{}", fx.fqdn);
+    assert!(
+        out.contains(&record),
+        "the error does not name {record}:\n{out}"
+    );
+    assert!(
+        fx.challenge_records().is_empty(),
+        "challenge records left: {:?}",
+        fx.challenge_records()
+    );
+    let url = format!("{}/_localocean/faults", fx.lo.api_url);
+    reqwest::blocking::Client::new().delete(url).send().unwrap();
+    fx.destroy();
+}
+
+#[test]
+fn provided_certificate_is_served_and_one_for_another_name_fails_the_plan() {
+    let lo = LocalOcean::up();
+    use rand::Rng;
+    let domain = format!("tf-acc-test-{:08x}.test", rand::thread_rng().gen::<u32>());
+    lo.create_domain(&domain);
+    let fqdn = format!("registry.{domain}");
+    let make = |name: &str| {
+        let issued = terraform_provider_docker::tls::self_signed(name, &[], None).unwrap();
+        (
+            issued.cert_chain_pem,
+            issued.private_key_pem.expose().to_owned(),
+            issued.ca_certificate_pem.unwrap(),
+        )
+    };
+    let tf = Tofu::new("");
+    let write = |cert: &str, key: &str| {
+        let provider = format!(
+            "provider \"docker\" {{\n  token = \"{}\"\n  api_endpoint = \"{}\"\n}}\n",
+            lo.token, lo.api_url
+        );
+        let body = format!(
+            r#"
+resource "docker_registry" "r" {{
+  name   = "provided"
+  region = "nyc3"
+  fqdn   = "{fqdn}"
+  users  = {{ admin = {{ password = "{ADMIN_PW}" }} }}
+  tls {{
+    source          = "provided"
+    certificate_pem = <<-EOT
+{cert}EOT
+    private_key_pem = <<-EOT
+{key}EOT
+  }}
+}}
+"#
+        );
+        tf.write("main.tf", &format!("{PROVIDER_BLOCK}\n{provider}\n{body}"));
+    };
+    let (other_cert, other_key, _) = make(&format!("other.{domain}"));
+    write(&other_cert, &other_key);
+    let (ok, out) = tf.run_text(&["plan", "-no-color", "-input=false"]);
+    let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        !ok && flat.contains("Invalid provided certificate"),
+        "{out}"
+    );
+    assert!(flat.contains(&format!("not \"{fqdn}\"")), "{out}");
+
+    let (cert, key, ca) = make(&fqdn);
+    write(&cert, &key);
+    let (ok, out) = tf.run_text(&["apply", "-auto-approve", "-no-color", "-input=false"]);
+    assert!(ok, "{out}");
+    let out = tf.run(&["show", "-json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = &v["values"]["root_module"]["resources"][0]["values"];
+    let ip = v["ipv4_address"].as_str().unwrap();
+    let served = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo | openssl s_client -connect {ip}:443 -servername {fqdn} 2>/dev/null | openssl x509 -noout -serial"))
+        .output()
+        .unwrap();
+    let served = String::from_utf8_lossy(&served.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_ascii_lowercase();
+    assert_eq!(
+        served.trim_start_matches('0'),
+        serial(&cert).trim_start_matches('0'),
+        "the droplet does not serve the provided certificate"
+    );
+    let sk = Skopeo::new(lo.bridge_ip(), Some(&ca));
+    let work = tempfile::tempdir().unwrap();
+    make_oci_image(&work.path().join("img"), 1024);
+    let out = sk.push(
+        &work.path().join("img"),
+        &format!("{fqdn}/acc/p:1"),
+        Some(&format!("admin:{ADMIN_PW}")),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let (ok, out) = tf.run_text(&["destroy", "-auto-approve", "-no-color", "-input=false"]);
+    assert!(ok, "{out}");
+    assert!(lo.droplets().is_empty());
+}
