@@ -22,6 +22,7 @@ use crate::provider::SettingsHandle;
 use crate::remote::{self, SshTransport, Transport};
 use crate::render::{self, Access, RegistrySpec, Storage};
 use crate::secret::Secret;
+use crate::storage::{self, spaces as s3, volume};
 use crate::tls;
 use state::{known, RegistryState, S};
 
@@ -51,6 +52,9 @@ fn unknown_computed(st: &mut RegistryState) {
     st.record_id = Value::Unknown;
     st.caa_record_id = Value::Unknown;
     st.acme_account_key = Value::Unknown;
+    st.spaces_endpoint = Value::Unknown;
+    st.spaces_key_id = Value::Unknown;
+    st.spaces_secret_key = Value::Unknown;
     st.aaaa_record_id = Value::Unknown;
     st.firewall_id = Value::Unknown;
     st.host_key_fingerprint = Value::Unknown;
@@ -155,12 +159,16 @@ fn timeout(st: &RegistryState, which: &str, default: Duration) -> Duration {
 /// What is not built yet gets a plan-time error on its attribute, so nothing is created.
 fn check_supported(diags: &mut Diagnostics, st: &RegistryState) {
     let backend = storage_backend(st);
-    if backend == "volume" || backend == "spaces" {
-        diags.error(
-            format!("`storage.backend = \"{backend}\"` is not available in this version"),
-            "Only the droplet disk (`backend = \"droplet\"`) is implemented yet; volume and Spaces storage are planned.",
-            AttributePath::new("storage").index(0).attribute("backend"),
-        );
+    if backend == "spaces" {
+        if let Some(region) = known(&st.region) {
+            if let Err(e) = storage::check_spaces_region(region) {
+                diags.error(
+                    "Region without Spaces",
+                    format!("{e}."),
+                    AttributePath::new("region"),
+                );
+            }
+        }
     }
 }
 
@@ -190,12 +198,46 @@ fn users_of(st: &RegistryState) -> Vec<render::User> {
 fn spec_of(st: &RegistryState) -> Option<RegistrySpec> {
     let mut spec = RegistrySpec::new(
         known(&st.fqdn)?.to_owned(),
-        Storage::Droplet,
+        storage_of(st)?,
         secret_of(&st.http_secret)?,
     );
     spec.users = users_of(st);
     spec.anonymous_pull = st.anonymous_pull.as_ref_option().copied().unwrap_or(false);
     Some(spec)
+}
+
+fn volume_name(st: &RegistryState) -> String {
+    format!("{}-registry-data", known(&st.name).unwrap_or("registry"))
+}
+
+/// The registry's storage as rendered; None while a value it needs is not known yet.
+fn storage_of(st: &RegistryState) -> Option<Storage> {
+    let block = st.storage.as_ref_option().cloned().unwrap_or_default();
+    Some(match storage_backend(st).as_str() {
+        "volume" => Storage::Volume {
+            mount_path: volume::mount_path(&volume_name(st)),
+        },
+        "spaces" => Storage::Spaces {
+            bucket: block.bucket.as_ref_option()?.clone(),
+            region: s3::DEFAULT_SIGNING_REGION.to_owned(),
+            endpoint: known(&st.spaces_endpoint)?.trim_end_matches('/').to_owned(),
+            access_key: known(&st.spaces_key_id)?.to_owned(),
+            secret_key: secret_of(&st.spaces_secret_key)?,
+            redirect: block
+                .spaces_redirect
+                .as_ref_option()
+                .copied()
+                .unwrap_or(false),
+        },
+        _ => Storage::Droplet,
+    })
+}
+
+fn force_destroy(st: &RegistryState) -> bool {
+    st.storage
+        .as_ref_option()
+        .and_then(|b| b.force_destroy.as_ref_option().copied())
+        .unwrap_or(false)
 }
 
 fn tls_material_of(st: &RegistryState) -> Option<remote::TlsMaterial> {
@@ -567,7 +609,13 @@ async fn converge_and_verify(st: &mut RegistryState, deadline: Instant) -> Resul
             .collect(),
     );
     let version = transport
-        .exec("docker-registry --version 2>/dev/null | awk '{print $NF}'; du -sb /var/lib/docker-registry 2>/dev/null | cut -f1", b"")
+        .exec(
+            &format!(
+                "docker-registry --version 2>/dev/null | awk '{{print $NF}}'; du -sb {} 2>/dev/null | cut -f1",
+                remote::shell_quote(spec.storage_root().unwrap_or("/nonexistent"))
+            ),
+            b"",
+        )
         .await
         .map_err(|e| ctx(e.to_string()))?;
     let text = String::from_utf8_lossy(&version.stdout).to_string();
@@ -870,14 +918,38 @@ impl Resource for RegistryResource {
             let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
             let deadline = Instant::now() + Duration::from_secs(30);
             match connect(&st, deadline).await {
-                Ok(t) => match remote::managed_file_digests(&t, &refs).await {
-                    Ok(d) => st.files_digest = Value::Value(d.into_iter().map(|(k, v)| (k, s(v))).collect()),
-                    Err(e) => diags.root_warning(format!("Reading files on droplet ({id})"), e.to_string()),
-                },
+                Ok(t) => {
+                    match remote::managed_file_digests(&t, &refs).await {
+                        Ok(d) => st.files_digest = Value::Value(d.into_iter().map(|(k, v)| (k, s(v))).collect()),
+                        Err(e) => diags.root_warning(format!("Reading files on droplet ({id})"), e.to_string()),
+                    }
+                    if let Some(root) = spec.storage_root() {
+                        if let Ok(b) = volume::volume_used_bytes(&t, root).await {
+                            st.storage_used_bytes = Value::Value(b as i64);
+                        }
+                    }
+                }
                 Err(e) => diags.root_warning(
                     format!("Cannot reach droplet ({id}) over SSH"),
                     format!("{e}. The file digests in state are kept as they were; the next apply converges again."),
                 ),
+            }
+        }
+        if storage_backend(&st) == "spaces" {
+            let bucket = st
+                .storage
+                .as_ref_option()
+                .and_then(|b| b.bucket.as_ref_option().cloned());
+            if let (Some(bucket), Some((_, settings))) = (bucket, self.client(diags)) {
+                let region = known(&st.region).unwrap_or_default().to_owned();
+                if let Ok(c) = s3::S3::from_settings(&settings, &region) {
+                    match c.usage(&bucket).await {
+                        Ok(u) => st.storage_used_bytes = Value::Value(u.bytes as i64),
+                        Err(e) => {
+                            diags.root_warning(format!("Reading bucket {bucket}"), e.to_string())
+                        }
+                    }
+                }
             }
         }
         Some((st, private))
@@ -897,7 +969,17 @@ impl Resource for RegistryResource {
         if !diags.errors.is_empty() {
             return None;
         }
-        let (client, _) = self.client(diags)?;
+        let (client, settings) = self.client(diags)?;
+        if storage_backend(&st) == "spaces"
+            && (settings.spaces_access_id.is_none() || settings.spaces_secret_key.is_none())
+        {
+            diags.error(
+                "Spaces credentials missing",
+                "`storage.backend = \"spaces\"` needs the provider's `spaces_access_id` and `spaces_secret_key` (or SPACES_ACCESS_KEY_ID and SPACES_SECRET_ACCESS_KEY) to create the bucket; the registry then gets its own key for that bucket only.",
+                AttributePath::new("storage").index(0).attribute("backend"),
+            );
+            return None;
+        }
         self.check_with_api(diags, &client, &st).await;
         if !diags.errors.is_empty() {
             return None;
@@ -945,6 +1027,23 @@ impl Resource for RegistryResource {
         if !diags.errors.is_empty() {
             return None;
         }
+        if storage_backend(&prior) == "volume" && storage_backend(&st) == "volume" {
+            let size = |x: &RegistryState| {
+                x.storage
+                    .as_ref_option()
+                    .and_then(|b| b.size_gib.as_ref_option().copied())
+            };
+            if let (Some(a), Some(b)) = (size(&prior), size(&st)) {
+                if let Err(e) = volume::check_resize(a.max(0) as u64, b.max(0) as u64) {
+                    diags.error(
+                        "Invalid `storage.size_gib`",
+                        format!("{e}."),
+                        AttributePath::new("storage").index(0).attribute("size_gib"),
+                    );
+                    return None;
+                }
+            }
+        }
         let mut replace = Vec::new();
         for (attr, a, b) in [
             ("region", &prior.region, &st.region),
@@ -956,6 +1055,18 @@ impl Resource for RegistryResource {
         }
         if storage_backend(&prior) != storage_backend(&st) {
             replace.push(AttributePath::new("storage").index(0).attribute("backend"));
+            diags.root_warning(
+                "Changing the storage backend replaces the registry",
+                "Images are not migrated to the new backend: push them again, or keep the backend and bump `droplet_generation` to replace only the droplet.",
+            );
+        }
+        let bucket = |x: &RegistryState| {
+            x.storage
+                .as_ref_option()
+                .and_then(|b| b.bucket.as_ref_option().cloned())
+        };
+        if storage_backend(&st) == "spaces" && bucket(&prior) != bucket(&st) {
+            replace.push(AttributePath::new("storage").index(0).attribute("bucket"));
         }
         let new_droplet =
             prior.image != st.image || prior.droplet_generation != st.droplet_generation;
@@ -1111,6 +1222,49 @@ impl Resource for RegistryResource {
     ) -> Option<()> {
         let (client, settings) = self.client(diags)?;
         let mut failed = false;
+        // Stored images first: a volume or bucket that holds data stops the destroy before
+        // anything is deleted, so the registry keeps serving and stays in state.
+        let backend = storage_backend(&st);
+        let force = force_destroy(&st);
+        let volume_contents = if backend == "volume" && known(&st.volume_id).is_some() {
+            Some(measure_volume(&st).await)
+        } else {
+            None
+        };
+        let bucket = st
+            .storage
+            .as_ref_option()
+            .and_then(|b| b.bucket.as_ref_option().cloned())
+            .unwrap_or_default();
+        let region = known(&st.region).unwrap_or_default().to_owned();
+        if !force {
+            let holds = match (&volume_contents, backend.as_str()) {
+                (Some(volume::VolumeContents::Empty), _) => None,
+                (Some(volume::VolumeContents::HoldsData { detail }), _) => Some(format!("volume {} ({}) holds {detail}", volume_name(&st), known(&st.volume_id).unwrap_or_default())),
+                (Some(volume::VolumeContents::Unknown { reason }), _) => Some(format!("volume {} ({}) could not be measured ({reason}), so it is presumed to hold images", volume_name(&st), known(&st.volume_id).unwrap_or_default())),
+                (None, "spaces") => match s3::S3::from_settings(&settings, &region) {
+                    Ok(c) => match c.head_bucket(&bucket).await {
+                        Ok(false) => None,
+                        Ok(true) => match c.usage(&bucket).await {
+                            Ok(u) if u.objects == 0 && u.uploads == 0 => None,
+                            Ok(u) => Some(format!("bucket {bucket} holds {} objects ({} bytes) and {} unfinished uploads", u.objects, u.bytes, u.uploads)),
+                            Err(e) => Some(format!("bucket {bucket} could not be listed ({e}), so it is presumed to hold images")),
+                        },
+                        Err(e) => Some(format!("bucket {bucket} could not be checked ({e}), so it is presumed to hold images")),
+                    },
+                    Err(e) => Some(format!("bucket {bucket} could not be checked ({e}), so it is presumed to hold images")),
+                },
+                _ => None,
+            };
+            if let Some(what) = holds {
+                diags.error(
+                    "The registry still stores images",
+                    format!("Nothing was destroyed: {what}. To delete the images with the registry, set `force_destroy = true` in the `storage` block, run `tofu apply`, then destroy again. To keep them, remove the registry from state instead (`tofu state rm`)."),
+                    AttributePath::new("storage").index(0).attribute("force_destroy"),
+                );
+                return None;
+            }
+        }
         let revoke = tls_source(&st) == "acme"
             && st
                 .tls
@@ -1167,11 +1321,66 @@ impl Resource for RegistryResource {
                 failed = true;
             }
         }
+        let delete_timeout = timeout(&st, "delete", DEFAULT_DELETE_TIMEOUT);
+        if let (Some(vid), Some(contents)) = (known(&st.volume_id), volume_contents) {
+            match volume::destroy_volume(&client, vid, &contents, force, delete_timeout).await {
+                Ok(_) => {}
+                Err(e) => {
+                    diags.error(
+                        "The registry's volume was kept",
+                        format!("{e}"),
+                        AttributePath::new("storage")
+                            .index(0)
+                            .attribute("force_destroy"),
+                    );
+                    failed = true;
+                }
+            }
+        }
+        if backend == "spaces" {
+            if let Some(key) = known(&st.spaces_key_id) {
+                if let Err(e) = s3::delete_registry_key(&client, key).await {
+                    diags.root_error(
+                        format!("Deleting the registry's Spaces key ({key})"),
+                        e.to_string(),
+                    );
+                    failed = true;
+                }
+            }
+            let result = match s3::S3::from_settings(&settings, &region) {
+                Ok(c) => s3::destroy_bucket(&c, &bucket, &region, force).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                diags.error(
+                    "The registry's bucket was kept",
+                    format!("{e}"),
+                    AttributePath::new("storage")
+                        .index(0)
+                        .attribute("force_destroy"),
+                );
+                failed = true;
+            }
+        }
         if failed {
             None
         } else {
             Some(())
         }
+    }
+}
+
+/// What the registry's volume holds: measured over SSH, or the last read value when the
+/// droplet cannot be asked.
+async fn measure_volume(st: &RegistryState) -> volume::VolumeContents {
+    let last = st.storage_used_bytes.as_ref_option().map(|b| *b as u64);
+    let mount = volume::mount_path(&volume_name(st));
+    match connect(st, Instant::now() + Duration::from_secs(30)).await {
+        Ok(t) => match volume::volume_usage(&t, &mount).await {
+            Ok(u) => volume::VolumeContents::from_usage(&u),
+            Err(e) => volume::VolumeContents::from_last_read(last, &e.to_string()),
+        },
+        Err(e) => volume::VolumeContents::from_last_read(last, &e),
     }
 }
 
@@ -1190,6 +1399,9 @@ fn null_unknowns(st: &mut RegistryState) {
         aaaa_record_id,
         firewall_id,
         acme_account_key,
+        spaces_endpoint,
+        spaces_key_id,
+        spaces_secret_key,
         host_key_fingerprint,
         certificate_pem,
         certificate_not_after,
@@ -1223,6 +1435,49 @@ fn null_unknowns(st: &mut RegistryState) {
 }
 
 impl RegistryResource {
+    /// The volume or the bucket and the registry's own Spaces key, before the droplet: each id
+    /// goes into state as soon as it exists.
+    async fn provision_storage(
+        &self,
+        client: &Client,
+        settings: &Settings,
+        st: &mut RegistryState,
+        _deadline: Instant,
+    ) -> Result<(), String> {
+        st.volume_id = Value::Null;
+        st.spaces_endpoint = Value::Null;
+        st.spaces_key_id = Value::Null;
+        st.spaces_secret_key = Value::Null;
+        let block = st.storage.as_ref_option().cloned().unwrap_or_default();
+        let region = known(&st.region).unwrap_or_default().to_owned();
+        match storage_backend(st).as_str() {
+            "volume" => {
+                let size = block.size_gib.as_ref_option().copied().unwrap_or(10).max(1) as u64;
+                let name = volume_name(st);
+                let v = volume::ensure_volume(client, &name, &region, size, &[])
+                    .await
+                    .map_err(|e| format!("creating volume {name}: {e}"))?;
+                st.volume_id = s(v.id);
+            }
+            "spaces" => {
+                let bucket = block.bucket.as_ref_option().cloned().unwrap_or_default();
+                let s3c = s3::S3::from_settings(settings, &region).map_err(|e| e.to_string())?;
+                s3c.ensure_bucket(&bucket)
+                    .await
+                    .map_err(|e| format!("creating bucket {bucket}: {e}"))?;
+                st.spaces_endpoint = s(s3c.endpoint().as_str().to_owned());
+                let key_name = format!("{}-registry", known(&st.name).unwrap_or("registry"));
+                let key = s3::mint_registry_key(client, &key_name, &bucket)
+                    .await
+                    .map_err(|e| format!("minting the registry's Spaces key for {bucket}: {e}"))?;
+                st.spaces_key_id = s(key.access_key);
+                st.spaces_secret_key = s(key.secret_key.expose().to_owned());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     async fn create_inner(
         &self,
         client: &Client,
@@ -1248,6 +1503,8 @@ impl RegistryResource {
 
         st.acme_account_key = Value::Null;
         st.caa_record_id = Value::Null;
+        self.provision_storage(client, settings, st, deadline)
+            .await?;
         let started = Instant::now();
         let source = tls_source(st);
         let (_, _, http01) = acme_inputs(st);
@@ -1276,7 +1533,7 @@ impl RegistryResource {
                 r
             };
             let boot = async {
-                self.boot_droplet(client, st, deadline).await?;
+                self.boot_droplet(client, st, true, deadline).await?;
                 tracing::info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "create timeline: droplet active"
@@ -1305,7 +1562,7 @@ impl RegistryResource {
             );
             return Ok(());
         }
-        self.boot_droplet(client, st, deadline).await?;
+        self.boot_droplet(client, st, true, deadline).await?;
         ensure_record(client, st).await?;
         if source == "acme" {
             // HTTP-01: nginx must answer on port 80 first, and it needs some certificate to
@@ -1407,6 +1664,7 @@ impl RegistryResource {
         &self,
         client: &Client,
         st: &mut RegistryState,
+        attach_volume: bool,
         deadline: Instant,
     ) -> Result<(), String> {
         let name = known(&st.name).unwrap_or_default().to_owned();
@@ -1448,7 +1706,10 @@ impl RegistryResource {
             ssh_keys,
             user_data: Some(Secret::new(user_data)),
             tags,
-            volumes: vec![],
+            volumes: known(&st.volume_id)
+                .filter(|_| attach_volume)
+                .map(|v| vec![v.to_owned()])
+                .unwrap_or_default(),
             ipv6: false,
             monitoring: false,
             vpc_uuid: None,
@@ -1516,16 +1777,56 @@ impl RegistryResource {
         st.firewall_id = prior.firewall_id.clone();
         st.record_id = prior.record_id;
         st.domain = prior.domain.clone();
+        let volume_id = known(&prior.volume_id).map(str::to_owned);
+        let region = known(&st.region).unwrap_or_default().to_owned();
+        let mut gap_started: Option<Instant> = None;
         let staged = async {
-            self.boot_droplet(client, st, deadline).await?;
+            self.boot_droplet(client, st, false, deadline).await?;
             if st.certificate_pem.is_unknown() || tls_source(st) == "self_signed" {
                 self.obtain_certificate(client, settings, st, deadline)
                     .await?;
+            }
+            if let Some(vid) = &volume_id {
+                // One filesystem, one writer: the old registry stops before the volume moves.
+                // From here until the new droplet is verified, pushes and pulls fail.
+                gap_started = Some(Instant::now());
+                let old = connect(prior, deadline).await?;
+                old.exec("systemctl stop docker-registry; sync", b"")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let new_id = st
+                    .droplet_id
+                    .as_ref_option()
+                    .map(|i| *i as u64)
+                    .unwrap_or_default();
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                volume::move_to(client, vid, new_id, &region, remaining)
+                    .await
+                    .map_err(|e| format!("moving volume ({vid}) to droplet ({new_id}): {e}"))?;
             }
             converge_and_verify(st, deadline).await
         }
         .await;
         if let Err(e) = staged {
+            if let (Some(vid), Some(_)) = (&volume_id, gap_started) {
+                // Put the volume back and restart the old registry, so it serves again.
+                let remaining = deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_secs(60));
+                let back = volume::move_to(client, vid, old_id, &region, remaining).await;
+                let restarted = match connect(prior, Instant::now() + Duration::from_secs(60)).await
+                {
+                    Ok(t) => t
+                        .exec("systemctl start docker-registry", b"")
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                if let Err(be) = back.map_err(|e| e.to_string()).and(restarted) {
+                    tracing::warn!(error = %be, "putting the volume back on the old droplet");
+                }
+            }
             if let Some(new_id) = st.droplet_id.as_ref_option().map(|i| *i as u64) {
                 if new_id != old_id {
                     if let Err(de) = client.delete_droplet(new_id).await {
@@ -1550,6 +1851,12 @@ impl RegistryResource {
                 .map_err(|e| e.to_string())?;
         }
         ensure_record(client, st).await?;
+        if let Some(t) = gap_started {
+            tracing::info!(
+                gap_ms = t.elapsed().as_millis() as u64,
+                "volume switch-over gap: registry stopped on the old droplet until the new one was verified and the record switched"
+            );
+        }
         tracing::info!(
             old = old_id,
             new = new_id,
@@ -1643,6 +1950,23 @@ impl RegistryResource {
         if st.record_id.is_unknown() {
             st.record_id = prior.record_id;
             ensure_record(client, st).await?;
+        }
+        let size = |x: &RegistryState| {
+            x.storage
+                .as_ref_option()
+                .and_then(|b| b.size_gib.as_ref_option().copied())
+        };
+        if let (Some(vid), Some(a), Some(b)) = (known(&st.volume_id), size(prior), size(st)) {
+            if b > a {
+                let region = known(&st.region).unwrap_or_default().to_owned();
+                volume::grow(client, vid, b as u64, &region, remaining())
+                    .await
+                    .map_err(|e| format!("growing volume ({vid}): {e}"))?;
+                let t = connect(st, deadline).await?;
+                volume::grow_filesystem(&t, &volume::mount_path(&volume_name(st)))
+                    .await
+                    .map_err(|e| format!("growing the filesystem of volume ({vid}): {e}"))?;
+            }
         }
         if prior.ssh_key_fingerprints != st.ssh_key_fingerprints {
             set_people_keys(client, st, deadline).await?;

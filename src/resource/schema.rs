@@ -191,6 +191,8 @@ pub fn schema() -> Schema {
         ("docker_config_json", a(T::String, C::Computed, true, "A docker `config.json` with an `auths` entry for each user that has a plaintext password.")),
         ("storage_used_bytes", a(T::Number, C::Computed, false, "How much the registry stores, as last read.")),
         ("volume_id", a(T::String, C::Computed, false, "Id of the volume, with `backend = \"volume\"`.")),
+        ("spaces_endpoint", a(T::String, C::Computed, false, "With `backend = \"spaces\"`: the S3 endpoint the registry uses.")),
+        ("spaces_key_id", a(T::String, C::Computed, false, "With `backend = \"spaces\"`: the access key the registry holds: readwrite on its bucket only, never the provider's own credentials.")),
         ("files_digest", a(T::Map(Box::new(T::String)), C::Computed, false, "sha256 of each file the provider manages on the droplet; a hand edit shows up here in the plan and the next apply restores the file.")),
         ("management_private_key", a(T::String, C::Computed, true, "The provider's own SSH key for the droplet (OpenSSH format).")),
         ("management_public_key", a(T::String, C::Computed, false, "Public half of the management key.")),
@@ -199,6 +201,7 @@ pub fn schema() -> Schema {
         ("tls_private_key_pem", a(T::String, C::Computed, true, "Private key of the served certificate.")),
         ("ca_private_key_pem", a(T::String, C::Computed, true, "With `self_signed`: the private CA's key.")),
         ("acme_account_key", a(T::String, C::Computed, true, "The ACME account's credentials, made once per registry.")),
+        ("spaces_secret_key", a(T::String, C::Computed, true, "Secret of `spaces_key_id`.")),
         ("http_secret", a(T::String, C::Computed, true, "The registry's `http.secret`.")),
     ]);
 

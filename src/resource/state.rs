@@ -89,6 +89,8 @@ pub struct RegistryState {
     pub docker_config_json: S,
     pub storage_used_bytes: N,
     pub volume_id: S,
+    pub spaces_endpoint: S,
+    pub spaces_key_id: S,
     /// sha256 of every file the provider manages on the droplet, as last read.
     pub files_digest: Value<BTreeMap<String, S>>,
 
@@ -101,6 +103,7 @@ pub struct RegistryState {
     pub ca_private_key_pem: S,
     pub http_secret: S,
     pub acme_account_key: S,
+    pub spaces_secret_key: S,
 }
 
 /// A known, non-empty string value.

@@ -352,7 +352,7 @@ pub fn check_storage(diags: &mut Diagnostics, st: &StorageState) {
             "`backend = \"spaces\"` needs `bucket`.".into(),
         ),
         ("spaces", Some(b)) => {
-            if let Some(problem) = bucket_problem(b) {
+            if let Some(problem) = crate::storage::bucket_problem(b) {
                 err(
                     diags,
                     p().attribute("bucket"),

@@ -12,6 +12,7 @@ mod tofu;
 
 mod certificates;
 mod registry;
+mod storage;
 
 use tofu::Tofu;
 

@@ -1,0 +1,404 @@
+//! Storage end to end: a volume and a Spaces bucket (Garage) keep images across a droplet
+//! replacement, the registry's Spaces key reaches its bucket only, and destroy keeps stored
+//! images unless `force_destroy`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::localocean::LocalOcean;
+use crate::registry::PullLoop;
+use crate::registry_client::{make_oci_image, text, Skopeo};
+use crate::tofu::Tofu;
+use crate::PROVIDER_BLOCK;
+
+const ADMIN_PW: &str = "admin-password-0001";
+
+struct StorageFixture {
+    lo: LocalOcean,
+    tf: Tofu,
+    fqdn: String,
+    spaces: Option<(String, String, String)>,
+}
+
+impl StorageFixture {
+    fn new(with_spaces: bool) -> Self {
+        let lo = LocalOcean::up();
+        use rand::Rng;
+        let domain = format!("tf-acc-test-{:08x}.test", rand::thread_rng().gen::<u32>());
+        lo.create_domain(&domain);
+        // The provider's own Spaces credentials: a full-access key, as a user would have.
+        let spaces = with_spaces.then(|| {
+            let (status, body) = lo.api(
+                "POST",
+                "/v2/spaces/keys",
+                Some(json!({ "name": "provider", "grants": [{ "bucket": "", "permission": "fullaccess" }] })),
+            );
+            assert_eq!(status, 201, "{body}");
+            // Droplets reach Spaces on the bridge address, and so does the host.
+            let port = lo.s3_url.rsplit(':').next().unwrap().trim_end_matches('/').to_owned();
+            (
+                body["key"]["access_key"].as_str().unwrap().to_owned(),
+                body["key"]["secret_key"].as_str().or(body["secret_key"].as_str()).unwrap().to_owned(),
+                format!("http://{}:{port}", lo.bridge_ip()),
+            )
+        });
+        Self {
+            lo,
+            tf: Tofu::new(""),
+            fqdn: format!("registry.{domain}"),
+            spaces,
+        }
+    }
+
+    fn config(&self, generation: u32, storage: &str) {
+        let mut provider = format!(
+            "  token = \"{}\"\n  api_endpoint = \"{}\"\n",
+            self.lo.token, self.lo.api_url
+        );
+        if let Some((id, secret, endpoint)) = &self.spaces {
+            provider.push_str(&format!(
+                "  spaces_access_id = \"{id}\"\n  spaces_secret_key = \"{secret}\"\n  spaces_endpoint = \"{endpoint}\"\n"
+            ));
+        }
+        let body = format!(
+            r#"
+provider "docker" {{
+{provider}}}
+
+resource "docker_registry" "r" {{
+  name   = "store"
+  region = "nyc3"
+  fqdn   = "{}"
+  droplet_generation = {generation}
+  users  = {{ admin = {{ password = "{ADMIN_PW}" }} }}
+  tls {{ source = "self_signed" }}
+  storage {{
+{storage}
+  }}
+}}
+"#,
+            self.fqdn
+        );
+        self.tf
+            .write("main.tf", &format!("{PROVIDER_BLOCK}\n{body}"));
+    }
+
+    fn apply_logged(&self, log: &str) -> (bool, String) {
+        let out = std::process::Command::new(&self.tf.bin)
+            .args(["apply", "-auto-approve", "-no-color", "-input=false"])
+            .current_dir(self.tf.dir.path())
+            .env("TF_CLI_CONFIG_FILE", self.tf.dir.path().join("tofu.rc"))
+            .env("TF_LOG", "info")
+            .env("TF_LOG_PATH", self.tf.dir.path().join(log))
+            .output()
+            .unwrap();
+        (out.status.success(), text(&out))
+    }
+
+    fn values(&self) -> Value {
+        let out = self.tf.run(&["show", "-json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["values"]["root_module"]["resources"][0]["values"].clone()
+    }
+
+    fn skopeo(&self) -> Skopeo {
+        let v = self.values();
+        Skopeo::new(
+            self.lo.bridge_ip(),
+            Some(v["ca_certificate_pem"].as_str().unwrap()),
+        )
+    }
+
+    /// Pushes an image and returns (reference by digest, tag reference).
+    fn push(&self, size: usize) -> (String, String) {
+        let work = tempfile::tempdir().unwrap();
+        make_oci_image(&work.path().join("img"), size);
+        let sk = self.skopeo();
+        let tag = format!("{}/acc/kept:1", self.fqdn);
+        let out = sk.push(
+            &work.path().join("img"),
+            &tag,
+            Some(&format!("admin:{ADMIN_PW}")),
+        );
+        assert!(out.status.success(), "push: {}", text(&out));
+        (
+            format!("{}/acc/kept@{}", self.fqdn, sk.pushed_digest()),
+            tag,
+        )
+    }
+
+    fn pull(&self, reference: &str) {
+        let work = tempfile::tempdir().unwrap();
+        let out = self.skopeo().pull(
+            reference,
+            &work.path().join("p"),
+            Some(&format!("admin:{ADMIN_PW}")),
+        );
+        assert!(out.status.success(), "pull {reference}: {}", text(&out));
+    }
+
+    fn destroy(&self) -> (bool, String) {
+        self.tf
+            .run_text(&["destroy", "-auto-approve", "-no-color", "-input=false"])
+    }
+}
+
+fn gap_ms(log: &str) -> Option<u64> {
+    log.lines()
+        .filter(|l| l.contains("volume switch-over gap"))
+        .find_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("gap_ms="))
+                .and_then(|v| v.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+        })
+}
+
+#[test]
+fn volume_keeps_images_across_a_droplet_replacement_and_destroy_needs_force() {
+    let fx = StorageFixture::new(false);
+    fx.config(1, "    backend  = \"volume\"\n    size_gib = 1");
+    let (ok, out) = fx.apply_logged("create.log");
+    assert!(ok, "apply: {out}\n{}", fx.lo.log_tail());
+    let v1 = fx.values();
+    let volume_id = v1["volume_id"].as_str().expect("volume_id").to_owned();
+    let (by_digest, _) = fx.push(256 * 1024);
+    fx.pull(&by_digest);
+
+    fx.config(2, "    backend  = \"volume\"\n    size_gib = 1");
+    let (ok, out) = fx.apply_logged("replace.log");
+    assert!(ok, "replacement: {out}\n{}", fx.lo.log_tail());
+    let v2 = fx.values();
+    assert_ne!(
+        v2["droplet_id"], v1["droplet_id"],
+        "the droplet was not replaced"
+    );
+    assert_eq!(v2["volume_id"].as_str(), Some(volume_id.as_str()));
+    fx.pull(&by_digest);
+    let log = std::fs::read_to_string(fx.tf.dir.path().join("replace.log")).unwrap();
+    let gap = gap_ms(&log).expect("no switch-over gap in the log");
+    eprintln!("volume switch-over gap: {:.1} s (registry stopped on the old droplet until the new one served)", gap as f64 / 1000.0);
+
+    // Destroy keeps the volume and its images while force_destroy is false.
+    let (ok, out) = fx.destroy();
+    assert!(!ok, "destroy should refuse:\n{out}");
+    assert!(out.contains("force_destroy"), "{out}");
+    assert_eq!(
+        fx.lo.droplets().len(),
+        1,
+        "destroy deleted the droplet although it refused"
+    );
+    fx.pull(&by_digest);
+
+    fx.config(
+        2,
+        "    backend  = \"volume\"\n    size_gib = 1\n    force_destroy = true",
+    );
+    let (ok, out) = fx.apply_logged("force.log");
+    assert!(ok, "{out}");
+    let (ok, out) = fx.destroy();
+    assert!(ok, "destroy with force_destroy: {out}");
+    assert!(fx.lo.droplets().is_empty());
+    let (_, vols) = fx.lo.api("GET", "/v2/volumes", None);
+    assert_eq!(
+        vols["volumes"].as_array().map(Vec::len),
+        Some(0),
+        "volume left: {vols}"
+    );
+}
+
+#[test]
+fn spaces_bucket_keeps_images_across_a_droplet_replacement_under_pulls() {
+    let fx = StorageFixture::new(true);
+    use rand::Rng;
+    let bucket = format!("tf-acc-{:08x}", rand::thread_rng().gen::<u32>());
+    let storage = |force: bool| {
+        format!("    backend = \"spaces\"\n    bucket  = \"{bucket}\"\n    force_destroy = {force}")
+    };
+    fx.config(1, &storage(false));
+    let (ok, out) = fx.apply_logged("create.log");
+    assert!(ok, "apply: {out}\n{}", fx.lo.log_tail());
+    let v1 = fx.values();
+    let (by_digest, tag) = fx.push(256 * 1024);
+    fx.pull(&by_digest);
+
+    // The registry's key: its own, readwrite on this bucket only; the provider's is not on the droplet.
+    let (provider_id, provider_secret, endpoint) = fx.spaces.clone().unwrap();
+    let key_id = v1["spaces_key_id"].as_str().unwrap().to_owned();
+    let key_secret = v1["spaces_secret_key"].as_str().unwrap().to_owned();
+    assert_ne!(key_id, provider_id);
+    let (status, key) = fx.lo.api("GET", &format!("/v2/spaces/keys/{key_id}"), None);
+    assert_eq!(status, 200, "{key}");
+    assert_eq!(
+        key["key"]["grants"],
+        json!([{ "bucket": bucket, "permission": "readwrite" }]),
+        "{key}"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    use terraform_provider_docker::secret::Secret;
+    use terraform_provider_docker::storage::spaces::S3;
+    let provider_s3 = S3::new(
+        &endpoint,
+        "nyc3",
+        "us-east-1",
+        Secret::new(provider_id.clone()),
+        Secret::new(provider_secret.clone()),
+    )
+    .unwrap();
+    let other = format!("{bucket}-other");
+    rt.block_on(provider_s3.ensure_bucket(&other)).unwrap();
+    let registry_s3 = S3::new(
+        &endpoint,
+        "nyc3",
+        "us-east-1",
+        Secret::new(key_id.clone()),
+        Secret::new(key_secret),
+    )
+    .unwrap();
+    let usage = rt
+        .block_on(registry_s3.usage(&bucket))
+        .expect("the registry's key reads its bucket");
+    assert!(usage.objects > 0, "the pushed image is not in the bucket");
+    assert!(
+        rt.block_on(registry_s3.usage(&other)).is_err(),
+        "the registry's key reads another bucket"
+    );
+    assert!(
+        rt.block_on(registry_s3.ensure_bucket(&format!("{bucket}-new")))
+            .is_err(),
+        "the registry's key creates buckets"
+    );
+    let keyfile = fx.tf.dir.path().join("mgmt.key");
+    std::fs::write(&keyfile, v1["management_private_key"].as_str().unwrap()).unwrap();
+    std::fs::set_permissions(
+        &keyfile,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let ip = v1["ipv4_address"].as_str().unwrap();
+    let grep = std::process::Command::new("ssh")
+        .arg("-i")
+        .arg(&keyfile)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+        ])
+        .arg(format!("root@{ip}"))
+        .arg("cat /etc/docker/registry/*.yml; grep -rl . /etc /root 2>/dev/null | head -0")
+        .output()
+        .unwrap();
+    let config = String::from_utf8_lossy(&grep.stdout);
+    assert!(
+        config.contains(&key_id),
+        "the registry does not use its own key:\n{config}"
+    );
+    assert!(
+        !config.contains(&provider_id) && !config.contains(&provider_secret),
+        "the provider's Spaces credentials are on the droplet"
+    );
+    let everywhere = std::process::Command::new("ssh")
+        .arg("-i")
+        .arg(&keyfile)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+        ])
+        .arg(format!("root@{ip}"))
+        .arg(format!(
+            "grep -rlF {provider_id} /etc /root /var/lib/cloud 2>/dev/null; true"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&everywhere.stdout)
+            .trim()
+            .is_empty(),
+        "provider key found in: {}",
+        text(&everywhere)
+    );
+
+    // A new droplet on the same bucket; pulls never fail.
+    let looper = PullLoop::start(fx.skopeo(), tag, format!("admin:{ADMIN_PW}"));
+    std::thread::sleep(Duration::from_secs(1));
+    fx.config(2, &storage(false));
+    let (ok, out) = fx.apply_logged("replace.log");
+    std::thread::sleep(Duration::from_secs(1));
+    let (pulls, failures) = looper.finish();
+    assert!(ok, "replacement: {out}\n{}", fx.lo.log_tail());
+    assert!(
+        failures.is_empty(),
+        "{} of {} pulls failed during the replacement: {:?}",
+        failures.len(),
+        pulls + failures.len(),
+        failures.first()
+    );
+    assert!(pulls >= 3, "only {pulls} pulls ran through the replacement");
+    eprintln!("spaces replacement: {pulls} pulls through the apply, none failed");
+    let v2 = fx.values();
+    assert_ne!(v2["droplet_id"], v1["droplet_id"]);
+    fx.pull(&by_digest);
+
+    let (ok, out) = fx.destroy();
+    assert!(
+        !ok,
+        "destroy should refuse while the bucket holds images:\n{out}"
+    );
+    assert!(
+        rt.block_on(provider_s3.usage(&bucket)).unwrap().objects > 0,
+        "the images are gone"
+    );
+    fx.config(2, &storage(true));
+    let (ok, out) = fx.apply_logged("force.log");
+    assert!(ok, "{out}");
+    let (ok, out) = fx.destroy();
+    assert!(ok, "destroy with force_destroy: {out}");
+    assert!(
+        !rt.block_on(provider_s3.head_bucket(&bucket)).unwrap(),
+        "the bucket is still there"
+    );
+    let (status, _) = fx.lo.api("GET", &format!("/v2/spaces/keys/{key_id}"), None);
+    assert_eq!(status, 404, "the registry's key is still there");
+    assert!(fx.lo.droplets().is_empty());
+}
+
+#[test]
+fn bad_storage_inputs_fail_the_plan() {
+    let fx = StorageFixture::new(false);
+    let cases = [
+        ("    backend = \"volume\"", "Missing `storage.size_gib`"),
+        (
+            "    backend = \"volume\"\n    size_gib = 20000",
+            "Invalid `storage.size_gib`",
+        ),
+        (
+            "    backend = \"spaces\"\n    bucket = \"Bad_Bucket\"",
+            "Invalid `storage.bucket`",
+        ),
+        (
+            "    backend = \"spaces\"\n    bucket = \"good-bucket\"",
+            "Spaces credentials missing",
+        ),
+        ("    backend = \"tape\"", "Invalid `storage.backend`"),
+        (
+            "    backend = \"droplet\"\n    bucket = \"abc\"",
+            "Unexpected `storage.bucket`",
+        ),
+    ];
+    for (storage, want) in cases {
+        fx.config(1, storage);
+        let (ok, out) = fx.tf.run_text(&["plan", "-no-color", "-input=false"]);
+        assert!(
+            !ok && out.contains(want),
+            "{storage}: no {want:?} in:\n{out}"
+        );
+    }
+    assert!(fx.lo.droplets().is_empty());
+}
