@@ -1,7 +1,5 @@
-//! Certificates from an ACME CA (Let's Encrypt; Pebble in tests) through instant-acme: the
-//! account, one order per certificate, DNS-01 via DigitalOcean records or HTTP-01 via the droplet.
-//!
-//! Also the pure helpers the resource plans with: `needs_renewal`, `caa_issuer`, `caa_record`.
+//! Certificates from an ACME CA (Let's Encrypt; Pebble in tests) via instant-acme: account, order,
+//! DNS-01 through DigitalOcean records or HTTP-01 through the droplet; renewal, revoke, CAA helpers.
 
 mod dns;
 mod http;
