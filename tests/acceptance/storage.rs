@@ -402,3 +402,200 @@ fn bad_storage_inputs_fail_the_plan() {
     }
     assert!(fx.lo.droplets().is_empty());
 }
+
+/// Issue #6's benchmark: a 256 MiB blob pushed (one monolithic upload) and pulled for each
+/// backend, through nginx (TLS, auth) and straight to the registry's own port on the droplet
+/// (an SSH tunnel to 127.0.0.1:5000), both with curl, so the cost of the TLS front shows as a
+/// ratio. Prints; asserts only that the transfers work.
+#[test]
+#[ignore = "benchmark: scripts/test runs it in the benchmarks group"]
+fn bench_push_pull_256mib_per_backend() {
+    const SIZE: usize = 256 * 1024 * 1024;
+    let mib = SIZE as f64 / (1024.0 * 1024.0);
+    let work = tempfile::tempdir().unwrap();
+    // Random bytes and their digest from the system tools: a debug build of sha2 would
+    // take longer than the transfers being measured.
+    let blob = |name: &str| {
+        let path = work.path().join(name);
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "head -c {SIZE} /dev/urandom > '{}'",
+                path.display()
+            ))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = std::process::Command::new("sha256sum")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let hex = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+        (path, format!("sha256:{hex}"))
+    };
+    for backend in ["droplet", "volume", "spaces"] {
+        let fx = StorageFixture::new(backend == "spaces");
+        use rand::Rng;
+        let bucket = format!("tf-acc-{:08x}", rand::thread_rng().gen::<u32>());
+        let storage = match backend {
+            "volume" => {
+                "    backend = \"volume\"\n    size_gib = 2\n    force_destroy = true".to_owned()
+            }
+            "spaces" => format!(
+                "    backend = \"spaces\"\n    bucket = \"{bucket}\"\n    force_destroy = true"
+            ),
+            _ => "    backend = \"droplet\"".to_owned(),
+        };
+        fx.config(1, &storage);
+        let (ok, out) = fx.apply_logged("create.log");
+        assert!(ok, "{backend}: apply: {out}");
+        let v = fx.values();
+        let ip = v["ipv4_address"].as_str().unwrap().to_owned();
+        let ca = fx.tf.dir.path().join("ca.pem");
+        std::fs::write(&ca, v["ca_certificate_pem"].as_str().unwrap()).unwrap();
+
+        // Straight to the registry: an SSH tunnel to its loopback port, plain HTTP, no auth.
+        let keyfile = fx.tf.dir.path().join("mgmt.key");
+        std::fs::write(&keyfile, v["management_private_key"].as_str().unwrap()).unwrap();
+        std::fs::set_permissions(
+            &keyfile,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut tunnel = std::process::Command::new("ssh")
+            .arg("-i")
+            .arg(&keyfile)
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-N",
+                "-L",
+            ])
+            .arg(format!("127.0.0.1:{port}:127.0.0.1:5000"))
+            .arg(format!("root@{ip}"))
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ssh tunnel did not open"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+
+        let front = format!("https://{}", fx.fqdn);
+        let direct = format!("http://127.0.0.1:{port}");
+        // (seconds, http code) of one curl transfer.
+        let curl = |args: Vec<String>| -> f64 {
+            let t = std::time::Instant::now();
+            let out = std::process::Command::new("curl")
+                .args(&args)
+                .output()
+                .unwrap();
+            let secs = t.elapsed().as_secs_f64();
+            let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            assert!(
+                code == "201" || code == "200",
+                "{backend}: curl {args:?} answered {code}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            secs
+        };
+        let common = |base: &str| {
+            let mut a = vec![
+                "-sS".to_string(),
+                "-o".into(),
+                "/dev/null".into(),
+                "-w".into(),
+                "%{http_code}".into(),
+            ];
+            if base.starts_with("https") {
+                a.extend([
+                    "--cacert".into(),
+                    ca.display().to_string(),
+                    "--resolve".into(),
+                    format!("{}:443:{ip}", fx.fqdn),
+                    "-u".into(),
+                    format!("admin:{ADMIN_PW}"),
+                ]);
+            }
+            a
+        };
+        let mut figures = Vec::new();
+        for (label, base, name) in [("via nginx", &front, "a"), ("direct", &direct, "b")] {
+            let (path, digest) = blob(&format!("{backend}-{name}"));
+            // Distribution 2.8 takes a blob as POST (start) then one PUT with the whole body.
+            let mut start = common(base);
+            start.retain(|a| a != "/dev/null" && a != "-o");
+            start.extend([
+                "-D".into(),
+                "-".into(),
+                "-o".into(),
+                "/dev/null".into(),
+                "-X".into(),
+                "POST".into(),
+                format!("{base}/v2/bench/{name}/blobs/uploads/"),
+            ]);
+            let out = std::process::Command::new("curl")
+                .args(&start)
+                .output()
+                .unwrap();
+            let headers = String::from_utf8_lossy(&out.stdout).to_string();
+            let location = headers
+                .lines()
+                .find_map(|l| {
+                    l.split_once(':')
+                        .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
+                        .map(|(_, v)| v.trim().to_owned())
+                })
+                .unwrap_or_else(|| panic!("{backend}: no Location starting an upload: {headers}"));
+            // The registry names itself by its public URL; keep only the path and query.
+            let rel = match location.find("/v2/") {
+                Some(i) => location[i..].to_owned(),
+                None => panic!("{backend}: odd Location {location}"),
+            };
+            let sep = if rel.contains('?') { '&' } else { '?' };
+            let mut push = common(base);
+            push.extend([
+                "-T".into(),
+                path.display().to_string(),
+                "-H".into(),
+                "Content-Type: application/octet-stream".into(),
+                format!("{base}{rel}{sep}digest={digest}"),
+            ]);
+            let push_s = curl(push);
+            let mut pull = common(base);
+            pull.push(format!("{base}/v2/bench/{name}/blobs/{digest}"));
+            let pull_s = curl(pull);
+            let _ = std::fs::remove_file(&path);
+            figures.push((label, mib / push_s, mib / pull_s));
+        }
+        let _ = tunnel.kill();
+        let _ = tunnel.wait();
+        let (_, fp, fl) = figures[0];
+        let (_, dp, dl) = figures[1];
+        eprintln!(
+            "bench: {backend:<7} 256 MiB push {fp:6.1} MiB/s via nginx, {dp:6.1} MiB/s direct (nginx/direct {:.2}); pull {fl:6.1} MiB/s via nginx, {dl:6.1} MiB/s direct ({:.2})",
+            fp / dp,
+            fl / dl
+        );
+        let (ok, out) = fx.destroy();
+        assert!(ok, "{backend}: destroy: {out}");
+    }
+}

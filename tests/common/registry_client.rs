@@ -23,6 +23,12 @@ fn put_blob(layout: &Path, bytes: &[u8]) -> String {
 /// An OCI image layout at `dir` with one layer holding `size` random bytes; returns the
 /// manifest digest, which a registry must give back unchanged.
 pub fn make_oci_image(dir: &Path, size: usize) -> String {
+    make_oci_image_with(dir, size, false)
+}
+
+/// As `make_oci_image`; with `gzipped` the layer is stored gzip-compressed, so a push sends it
+/// as it is (skopeo compresses plain layers on the way, which would measure gzip, not the wire).
+pub fn make_oci_image_with(dir: &Path, size: usize, gzipped: bool) -> String {
     use rand::RngCore;
     std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     let src = dir.join("rootfs");
@@ -40,11 +46,26 @@ pub fn make_oci_image(dir: &Path, size: usize) -> String {
         .status()
         .unwrap();
     assert!(st.success());
-    let layer = std::fs::read(&tar).unwrap();
+    let plain = std::fs::read(&tar).unwrap();
+    let diff_id = sha(&plain);
+    let (layer, layer_type) = if gzipped {
+        let st = Command::new("gzip")
+            .args(["-1", "-n", "-f"])
+            .arg(&tar)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let gz = tar.with_extension("tar.gz");
+        let bytes = std::fs::read(&gz).unwrap();
+        let _ = std::fs::remove_file(&gz);
+        (bytes, "application/vnd.oci.image.layer.v1.tar+gzip")
+    } else {
+        (plain, "application/vnd.oci.image.layer.v1.tar")
+    };
     let layer_digest = put_blob(dir, &layer);
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
-        "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
+        "rootfs": { "type": "layers", "diff_ids": [diff_id] },
         "config": {}
     })
     .to_string();
@@ -53,7 +74,7 @@ pub fn make_oci_image(dir: &Path, size: usize) -> String {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len() },
-        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len() }]
+        "layers": [{ "mediaType": layer_type, "digest": layer_digest, "size": layer.len() }]
     })
     .to_string();
     let manifest_digest = put_blob(dir, manifest.as_bytes());
