@@ -363,53 +363,20 @@ impl RegistryResource {
     /// Checks that need the API: region, size, image, and the fqdn's domain.
     async fn check_with_api(&self, diags: &mut Diagnostics, client: &Client, st: &RegistryState) {
         if let Some(region) = known(&st.region) {
-            match client.list_regions().await {
-                Ok(regions) => {
-                    if !regions.iter().any(|r| r.slug == region) {
-                        let mut valid: Vec<_> = regions
-                            .iter()
-                            .filter(|r| r.available)
-                            .map(|r| r.slug.clone())
-                            .collect();
-                        valid.sort();
-                        diags.error(
-                            "Unknown `region`",
-                            format!(
-                                "{region:?} is not a DigitalOcean region; valid: {}.",
-                                valid.join(", ")
-                            ),
-                            AttributePath::new("region"),
-                        );
-                    }
-                }
-                Err(e) => diags.error(
-                    "Cannot check `region`",
-                    e.to_string(),
-                    AttributePath::new("region"),
-                ),
-            }
+            let valid = client.list_regions().await.map(|rs| {
+                rs.into_iter()
+                    .filter(|r| r.available)
+                    .map(|r| r.slug)
+                    .collect()
+            });
+            check_choice(diags, "region", region, "a DigitalOcean region", valid);
         }
         if let Some(size) = known(&st.size) {
-            match client.list_sizes().await {
-                Ok(sizes) => {
-                    if !sizes.iter().any(|s| s.slug == size) {
-                        let valid: Vec<_> = sizes.iter().map(|s| s.slug.clone()).collect();
-                        diags.error(
-                            "Unknown `size`",
-                            format!(
-                                "{size:?} is not a droplet size; valid: {}.",
-                                valid.join(", ")
-                            ),
-                            AttributePath::new("size"),
-                        );
-                    }
-                }
-                Err(e) => diags.error(
-                    "Cannot check `size`",
-                    e.to_string(),
-                    AttributePath::new("size"),
-                ),
-            }
+            let valid = client
+                .list_sizes()
+                .await
+                .map(|ss| ss.into_iter().map(|s| s.slug).collect());
+            check_choice(diags, "size", size, "a droplet size", valid);
         }
         if let Some(image) = known(&st.image) {
             match client.get_image(image).await {
@@ -438,6 +405,33 @@ impl RegistryResource {
                 }
             }
         }
+    }
+}
+
+/// `value` must be one of the API's `valid` choices; the diagnostic lists them.
+fn check_choice(
+    diags: &mut Diagnostics,
+    attr: &'static str,
+    value: &str,
+    what: &str,
+    valid: Result<Vec<String>, do_api::Error>,
+) {
+    match valid {
+        Ok(mut valid) => {
+            if !valid.iter().any(|v| v == value) {
+                valid.sort();
+                diags.error(
+                    format!("Unknown `{attr}`"),
+                    format!("{value:?} is not {what}; valid: {}.", valid.join(", ")),
+                    AttributePath::new(attr),
+                );
+            }
+        }
+        Err(e) => diags.error(
+            format!("Cannot check `{attr}`"),
+            e.to_string(),
+            AttributePath::new(attr),
+        ),
     }
 }
 

@@ -73,21 +73,11 @@ resource "docker_registry" "r" {{
     }
 
     fn apply_logged(&self, log: &str) -> (bool, String) {
-        let out = std::process::Command::new(&self.tf.bin)
-            .args(["apply", "-auto-approve", "-no-color", "-input=false"])
-            .current_dir(self.tf.dir.path())
-            .env("TF_CLI_CONFIG_FILE", self.tf.dir.path().join("tofu.rc"))
-            .env("TF_LOG", "info")
-            .env("TF_LOG_PATH", self.tf.dir.path().join(log))
-            .output()
-            .unwrap();
-        (out.status.success(), text(&out))
+        self.tf.apply_logged(log, "info")
     }
 
     fn values(&self) -> Value {
-        let out = self.tf.run(&["show", "-json"]);
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["values"]["root_module"]["resources"][0]["values"].clone()
+        self.tf.resource_values()
     }
 
     fn challenge_records(&self) -> Vec<Value> {

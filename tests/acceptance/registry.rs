@@ -69,14 +69,7 @@ impl Fixture {
     }
 
     fn values(&self) -> Value {
-        let out = self.tf.run(&["show", "-json"]);
-        assert!(
-            out.status.success(),
-            "tofu show: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["values"]["root_module"]["resources"][0]["values"].clone()
+        self.tf.resource_values()
     }
 
     /// `tofu plan -detailed-exitcode`: 0 no changes, 2 changes.
@@ -199,17 +192,7 @@ fn registry_lifecycle_push_pull_users_drift_destroy() {
     );
     fx.config(&registry_body(&users));
     let log = fx.tf.dir.path().join("create-trace.log");
-    let (ok, out) = {
-        let out = std::process::Command::new(&fx.tf.bin)
-            .args(["apply", "-auto-approve", "-no-color", "-input=false"])
-            .current_dir(fx.tf.dir.path())
-            .env("TF_CLI_CONFIG_FILE", fx.tf.dir.path().join("tofu.rc"))
-            .env("TF_LOG", "trace")
-            .env("TF_LOG_PATH", &log)
-            .output()
-            .unwrap();
-        (out.status.success(), text(&out))
-    };
+    let (ok, out) = fx.tf.apply_logged("create-trace.log", "trace");
     assert!(
         ok,
         "tofu apply failed:\n{out}\n--- localocean log tail:\n{}",
@@ -296,18 +279,11 @@ fn registry_lifecycle_push_pull_users_drift_destroy() {
     );
     fx.config(&registry_body(&users2));
     let update_log = fx.tf.dir.path().join("update-trace.log");
-    let out = std::process::Command::new(&fx.tf.bin)
-        .args(["apply", "-auto-approve", "-no-color", "-input=false"])
-        .current_dir(fx.tf.dir.path())
-        .env("TF_CLI_CONFIG_FILE", fx.tf.dir.path().join("tofu.rc"))
-        .env("TF_LOG", "trace")
-        .env("TF_LOG_PATH", &update_log)
-        .output()
-        .unwrap();
+    let (update_ok, update_out) = fx.tf.apply_logged("update-trace.log", "trace");
     std::thread::sleep(Duration::from_secs(1));
     let (pulls, failures) = looper.finish();
-    assert!(out.status.success(), "users update failed:\n{}", text(&out));
-    assert!(text(&out).contains("1 changed"), "{}", text(&out));
+    assert!(update_ok, "users update failed:\n{update_out}");
+    assert!(update_out.contains("1 changed"), "{update_out}");
     assert!(
         failures.is_empty(),
         "{} of {} pulls failed during the users update: {:?}",

@@ -69,6 +69,13 @@ impl Tofu {
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.bin.display()))
+    }
+
+    /// The tofu command for `args`, in the work dir, with the test CLI config.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.args(args)
             .current_dir(self.dir.path())
@@ -82,8 +89,7 @@ impl Tofu {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        cmd.output()
-            .unwrap_or_else(|e| panic!("running {}: {e}", self.bin.display()))
+        cmd
     }
 
     /// Runs and returns (success, stdout + stderr).
@@ -95,5 +101,33 @@ impl Tofu {
             String::from_utf8_lossy(&out.stderr)
         );
         (out.status.success(), text)
+    }
+
+    /// `tofu apply` with the provider's log at `level` written to `log` in the work dir.
+    pub fn apply_logged(&self, log: &str, level: &str) -> (bool, String) {
+        let out = self
+            .command(&["apply", "-auto-approve", "-no-color", "-input=false"])
+            .env("TF_LOG", level)
+            .env("TF_LOG_PATH", self.dir.path().join(log))
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.bin.display()));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// The attributes of the first resource in state (`tofu show -json`), secrets included.
+    pub fn resource_values(&self) -> serde_json::Value {
+        let out = self.run(&["show", "-json"]);
+        assert!(
+            out.status.success(),
+            "tofu show: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["values"]["root_module"]["resources"][0]["values"].clone()
     }
 }
