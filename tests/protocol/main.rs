@@ -118,6 +118,49 @@ async fn served_provider_schema_matches_the_code() {
             "resource {r} not served"
         );
     }
+    // docker_registry: every attribute and block the code declares, with its flags.
+    let declared = terraform_provider_docker::resource::schema::schema().block;
+    let served = resp.resource_schemas["docker_registry"]
+        .block
+        .clone()
+        .unwrap();
+    let served_attrs: BTreeMap<_, _> = served
+        .attributes
+        .iter()
+        .map(|a| (a.name.clone(), a))
+        .collect();
+    let mut names: Vec<_> = declared.attributes.keys().cloned().collect();
+    names.sort();
+    assert_eq!(served_attrs.keys().cloned().collect::<Vec<_>>(), names);
+    for (name, attr) in &declared.attributes {
+        let s = served_attrs[name];
+        assert_eq!(s.sensitive, attr.sensitive, "{name}: sensitive");
+        assert!(!s.description.is_empty(), "{name}: description");
+        // Nested attributes travel as nested_type only (see vendor/tf-provider/PATCHED.md).
+        assert_eq!(
+            s.nested_type.is_some(),
+            s.r#type.is_empty(),
+            "{name}: type xor nested_type"
+        );
+    }
+    let mut blocks: Vec<_> = served
+        .block_types
+        .iter()
+        .map(|b| b.type_name.clone())
+        .collect();
+    blocks.sort();
+    assert_eq!(blocks, vec!["storage", "timeouts", "tls"]);
+    for secret in [
+        "management_private_key",
+        "host_private_key",
+        "tls_private_key_pem",
+        "docker_config_json",
+        "acme_account_key",
+        "spaces_secret_key",
+        "http_secret",
+    ] {
+        assert!(served_attrs[secret].sensitive, "{secret} must be sensitive");
+    }
 }
 
 #[tokio::test]
