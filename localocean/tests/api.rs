@@ -950,6 +950,65 @@ async fn conformance_every_operation() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["firewall"]["name"], "registry-fw-2");
+    // Tags: create one, put it on a droplet and take it off again.
+    let r = h
+        .call(
+            "POST",
+            "/v2/tags",
+            "/v2/tags",
+            Some(json!({"name": "team:registry"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["tag"]["name"], "team:registry");
+    let tr = "/v2/tags/{tag_id}/resources";
+    let res = json!({"resources": [{"resource_id": d1.to_string(), "resource_type": "droplet"}]});
+    let r = h
+        .call(
+            "POST",
+            tr,
+            "/v2/tags/team:registry/resources",
+            Some(res.clone()),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = h
+        .call(
+            "GET",
+            "/v2/droplets/{droplet_id}",
+            &format!("/v2/droplets/{d1}"),
+            None,
+        )
+        .await;
+    assert!(
+        r.body["droplet"]["tags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("team:registry")),
+        "{}",
+        r.text
+    );
+    let r = h
+        .call("DELETE", tr, "/v2/tags/team:registry/resources", Some(res))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = h
+        .call(
+            "GET",
+            "/v2/droplets/{droplet_id}",
+            &format!("/v2/droplets/{d1}"),
+            None,
+        )
+        .await;
+    assert!(
+        !r.body["droplet"]["tags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("team:registry")),
+        "{}",
+        r.text
+    );
+
     let fd = "/v2/firewalls/{firewall_id}/droplets";
     let r = h
         .call(

@@ -413,6 +413,33 @@ impl Client {
         .context("removing droplets from firewall", id)
     }
 
+    // ---- tags -------------------------------------------------------------------------------
+
+    /// Tags `droplet_id` with `tag`, creating the tag first (creating an existing tag is a
+    /// no-op on DigitalOcean). Both calls are harmless to repeat.
+    pub async fn tag_droplet(&self, tag: &str, droplet_id: u64) -> Result<(), Error> {
+        self.post_idempotent_empty(self.url(&["v2", "tags"], &[]), &json!({ "name": tag }))
+            .await
+            .context("creating tag", tag)?;
+        self.post_idempotent_empty(
+            self.url(&["v2", "tags", tag, "resources"], &[]),
+            &json!({ "resources": [{ "resource_id": droplet_id.to_string(), "resource_type": "droplet" }] }),
+        )
+        .await
+        .context("tagging droplet", droplet_id)
+    }
+
+    /// A tag or droplet already gone counts as success.
+    pub async fn untag_droplet(&self, tag: &str, droplet_id: u64) -> Result<(), Error> {
+        let body = json!({ "resources": [{ "resource_id": droplet_id.to_string(), "resource_type": "droplet" }] });
+        self.delete(
+            self.url(&["v2", "tags", tag, "resources"], &[]),
+            Some(&body),
+        )
+        .await
+        .context("untagging droplet", droplet_id)
+    }
+
     // ---- spaces keys ----------------------------------------------------------------------
 
     /// The secret is in the answer only this once. Not retried after a 5xx: a key created

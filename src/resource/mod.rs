@@ -1965,6 +1965,28 @@ impl RegistryResource {
         if prior.ssh_key_fingerprints != st.ssh_key_fingerprints {
             set_people_keys(client, st, deadline).await?;
         }
+        if prior.tags != st.tags {
+            let list = |x: &RegistryState| -> Vec<String> {
+                x.tags
+                    .as_ref_option()
+                    .map(|v| {
+                        v.iter()
+                            .filter_map(|t| t.as_ref_option().cloned())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let (old, new) = (list(prior), list(st));
+            for t in new.iter().filter(|t| !old.contains(t)) {
+                client.tag_droplet(t, id).await.map_err(|e| e.to_string())?;
+            }
+            for t in old.iter().filter(|t| !new.contains(t)) {
+                client
+                    .untag_droplet(t, id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
         fill_hashes(st, Some(prior))?;
         st.docker_config_json = s(docker_config_json(st));
         if st.certificate_pem.is_unknown() {

@@ -808,9 +808,16 @@ resource "docker_registry" "r" {{
     let fp = key["ssh_key"]["fingerprint"].as_str().unwrap().to_owned();
     fx.config(&body(2).replace(
         "droplet_generation = 2",
-        &format!("droplet_generation = 2\n  ssh_key_fingerprints = [\"{fp}\"]"),
+        &format!(
+            "droplet_generation = 2\n  ssh_key_fingerprints = [\"{fp}\"]\n  tags = [\"team-a\"]"
+        ),
     ));
     fx.apply();
+    let tags = fx.lo.droplets()[0]["tags"].clone();
+    assert!(
+        tags.as_array().unwrap().contains(&json!("team-a")),
+        "tag not applied: {tags}"
+    );
     let known_hosts = fx.tf.dir.path().join("known_hosts");
     std::fs::write(
         &known_hosts,

@@ -8,6 +8,7 @@ mod error;
 mod firewalls;
 mod keys;
 mod spaces_keys;
+mod tags;
 mod volumes;
 
 use std::collections::HashMap;
@@ -254,6 +255,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/v2/firewalls/{id}/droplets",
             post(firewalls::add_droplets).delete(firewalls::remove_droplets),
+        )
+        .route("/v2/tags", post(tags::create))
+        .route(
+            "/v2/tags/{tag}/resources",
+            post(tags::assign).delete(tags::unassign),
         )
         .route(
             "/v2/spaces/keys",
