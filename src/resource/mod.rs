@@ -435,6 +435,15 @@ fn check_choice(
     }
 }
 
+/// The account's domain holding `fqdn`, for apply-time callers (plan checked it exists).
+async fn domain_of(client: &Client, fqdn: &str) -> Result<String, String> {
+    find_domain(client, fqdn)
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|(domain, _)| domain)
+        .ok_or_else(|| format!("no domain of the account holds {fqdn}"))
+}
+
 fn parent_of(fqdn: &str) -> &str {
     fqdn.split_once('.').map(|(_, p)| p).unwrap_or(fqdn)
 }
@@ -1276,31 +1285,21 @@ impl Resource for RegistryResource {
                 Err(e) => diags.root_warning("Revoking the certificate failed", e.to_string()),
             }
         }
-        if let (Some(domain), Some(rid)) = (known(&st.domain), st.caa_record_id.as_ref_option()) {
-            if let Err(e) = client.delete_record(domain, *rid as u64).await {
-                diags.root_error(
-                    format!("Deleting CAA record ({rid}) of {domain}"),
-                    e.to_string(),
-                );
-                failed = true;
-            }
-        }
-        if let (Some(domain), Some(rid)) = (known(&st.domain), st.record_id.as_ref_option()) {
-            if let Err(e) = client.delete_record(domain, *rid as u64).await {
-                diags.root_error(
-                    format!("Deleting record ({rid}) of {domain}"),
-                    e.to_string(),
-                );
-                failed = true;
-            }
-        }
-        if let (Some(domain), Some(rid)) = (known(&st.domain), st.aaaa_record_id.as_ref_option()) {
-            if let Err(e) = client.delete_record(domain, *rid as u64).await {
-                diags.root_error(
-                    format!("Deleting record ({rid}) of {domain}"),
-                    e.to_string(),
-                );
-                failed = true;
+        if let Some(domain) = known(&st.domain) {
+            for (what, rid) in [
+                ("CAA record", &st.caa_record_id),
+                ("record", &st.record_id),
+                ("record", &st.aaaa_record_id),
+            ] {
+                if let Some(rid) = rid.as_ref_option() {
+                    if let Err(e) = client.delete_record(domain, *rid as u64).await {
+                        diags.root_error(
+                            format!("Deleting {what} ({rid}) of {domain}"),
+                            e.to_string(),
+                        );
+                        failed = true;
+                    }
+                }
             }
         }
         if let Some(fw) = known(&st.firewall_id) {
@@ -1508,10 +1507,7 @@ impl RegistryResource {
         if source == "acme" && !http01 {
             // DNS-01 needs no droplet: the order runs while the droplet boots.
             let fqdn = known(&st.fqdn).unwrap_or_default().to_owned();
-            let (domain, _) = find_domain(client, &fqdn)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("no domain of the account holds {fqdn}"))?;
+            let domain = domain_of(client, &fqdn).await?;
             let mut cert_st = st.clone();
             let challenge = acme::Challenge::Dns01 {
                 client: client.clone(),
@@ -1603,10 +1599,7 @@ impl RegistryResource {
             return self.renew_http01(settings, st, deadline).await;
         }
         let fqdn = known(&st.fqdn).unwrap_or_default().to_owned();
-        let (domain, _) = find_domain(client, &fqdn)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no domain of the account holds {fqdn}"))?;
+        let domain = domain_of(client, &fqdn).await?;
         let r = acme_certificate(
             settings,
             st,
@@ -1637,10 +1630,7 @@ impl RegistryResource {
             return Ok(());
         }
         let fqdn = known(&st.fqdn).unwrap_or_default().to_owned();
-        let (domain, _) = find_domain(client, &fqdn)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no domain of the account holds {fqdn}"))?;
+        let domain = domain_of(client, &fqdn).await?;
         let req = acme::caa_record(&fqdn, &domain, &settings.acme_directory_url)
             .map_err(|e| e.to_string())?;
         let rec = client

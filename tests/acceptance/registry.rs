@@ -116,6 +116,30 @@ impl Fixture {
     }
 }
 
+/// `ssh root@ip cmd` with `key`, accepting only the host key listed in `known_hosts`.
+fn ssh_pinned(
+    key: &std::path::Path,
+    known_hosts: &std::path::Path,
+    ip: &str,
+    cmd: &str,
+) -> std::process::Output {
+    std::process::Command::new("ssh")
+        .arg("-i")
+        .arg(key)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+        ])
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .arg(format!("root@{ip}"))
+        .arg(cmd)
+        .output()
+        .unwrap()
+}
+
 fn registry_body(users: &str) -> String {
     format!(
         r#"
@@ -364,23 +388,7 @@ fn registry_lifecycle_push_pull_users_drift_destroy() {
         format!("{ip} {}\n", v2["host_public_key"].as_str().unwrap()),
     )
     .unwrap();
-    let ssh = |cmd: &str| {
-        std::process::Command::new("ssh")
-            .args(["-i"])
-            .arg(&keyfile)
-            .args([
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-            ])
-            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-            .arg(format!("root@{ip}"))
-            .arg(cmd)
-            .output()
-            .unwrap()
-    };
+    let ssh = |cmd: &str| ssh_pinned(&keyfile, &known_hosts, &ip, cmd);
     let before = ssh("sha256sum < /etc/nginx/registry/htpasswd");
     assert!(
         before.status.success(),
@@ -824,21 +832,7 @@ resource "docker_registry" "r" {{
         format!("{new_ip} {}\n", v2["host_public_key"].as_str().unwrap()),
     )
     .unwrap();
-    let out = std::process::Command::new("ssh")
-        .arg("-i")
-        .arg(&keyfile)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-        ])
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .arg(format!("root@{new_ip}"))
-        .arg("true")
-        .output()
-        .unwrap();
+    let out = ssh_pinned(&keyfile, &known_hosts, &new_ip, "true");
     assert!(
         out.status.success(),
         "the person's key does not log in: {}",
