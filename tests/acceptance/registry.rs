@@ -117,7 +117,7 @@ impl Fixture {
 }
 
 /// `ssh root@ip cmd` with `key`, accepting only the host key listed in `known_hosts`.
-fn ssh_pinned(
+pub fn ssh_pinned(
     key: &std::path::Path,
     known_hosts: &std::path::Path,
     ip: &str,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::localocean::LocalOcean;
-use crate::registry::PullLoop;
+use crate::registry::{ssh_pinned, PullLoop};
 use crate::registry_client::{make_oci_image, text, Skopeo};
 use crate::tofu::Tofu;
 use crate::PROVIDER_BLOCK;
@@ -266,21 +266,13 @@ fn spaces_bucket_keeps_images_across_a_droplet_replacement_under_pulls() {
     )
     .unwrap();
     let ip = v1["ipv4_address"].as_str().unwrap();
-    let grep = std::process::Command::new("ssh")
-        .arg("-i")
-        .arg(&keyfile)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-        ])
-        .arg(format!("root@{ip}"))
-        .arg("cat /etc/docker/registry/*.yml; grep -rl . /etc /root 2>/dev/null | head -0")
-        .output()
-        .unwrap();
+    let known_hosts = fx.tf.dir.path().join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!("{ip} {}\n", v1["host_public_key"].as_str().unwrap()),
+    )
+    .unwrap();
+    let grep = ssh_pinned(&keyfile, &known_hosts, ip, "cat /etc/docker/registry/*.yml");
     let config = String::from_utf8_lossy(&grep.stdout);
     assert!(
         config.contains(&key_id),
@@ -290,23 +282,12 @@ fn spaces_bucket_keeps_images_across_a_droplet_replacement_under_pulls() {
         !config.contains(&provider_id) && !config.contains(&provider_secret),
         "the provider's Spaces credentials are on the droplet"
     );
-    let everywhere = std::process::Command::new("ssh")
-        .arg("-i")
-        .arg(&keyfile)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-        ])
-        .arg(format!("root@{ip}"))
-        .arg(format!(
-            "grep -rlF {provider_id} /etc /root /var/lib/cloud 2>/dev/null; true"
-        ))
-        .output()
-        .unwrap();
+    let everywhere = ssh_pinned(
+        &keyfile,
+        &known_hosts,
+        ip,
+        &format!("grep -rlF {provider_id} /etc /root /var/lib/cloud 2>/dev/null; true"),
+    );
     assert!(
         String::from_utf8_lossy(&everywhere.stdout)
             .trim()
