@@ -92,13 +92,15 @@ struct Pending<'a> {
     anchor: String,
     title: String,
     items: Vec<(&'a str, Item<'a>)>,
+    /// Inside a sensitive attribute: every member is sensitive too.
+    sensitive: bool,
 }
 
 fn schema(out: &mut String, block: &Block) {
     let _ = writeln!(out, "## Schema");
     let mut pending = Vec::new();
     let items = items_of_block(block);
-    sections(out, "", &items, "###", &mut pending);
+    sections(out, "", &items, "###", false, &mut pending);
     // Sections are written breadth-first, in the order their parents name them.
     let mut i = 0;
     while i < pending.len() {
@@ -106,12 +108,14 @@ fn schema(out: &mut String, block: &Block) {
             anchor,
             title,
             items,
+            sensitive,
         } = std::mem::replace(
             &mut pending[i],
             Pending {
                 anchor: String::new(),
                 title: String::new(),
                 items: Vec::new(),
+                sensitive: false,
             },
         );
         let _ = writeln!(out);
@@ -122,7 +126,7 @@ fn schema(out: &mut String, block: &Block) {
             .map(|(_, p)| p.to_owned())
             .unwrap_or_default();
         let mut more = Vec::new();
-        sections(out, &prefix, &items, "", &mut more);
+        sections(out, &prefix, &items, "", sensitive, &mut more);
         pending.extend(more);
         i += 1;
     }
@@ -181,6 +185,7 @@ fn sections<'a>(
     prefix: &str,
     items: &[(&'a str, Item<'a>)],
     heading: &str,
+    in_sensitive: bool,
     pending: &mut Vec<Pending<'a>>,
 ) {
     for (group, label) in [
@@ -212,7 +217,8 @@ fn sections<'a>(
             let line = match item {
                 Item::Attr(a) => {
                     let mut kind = type_name(&a.attr_type);
-                    if a.sensitive {
+                    let sensitive = a.sensitive || in_sensitive;
+                    if sensitive {
                         kind.push_str(", Sensitive");
                     }
                     if a.deprecated {
@@ -226,6 +232,7 @@ fn sections<'a>(
                             anchor,
                             title,
                             items: items_of_attrs(nested),
+                            sensitive,
                         });
                     }
                     line
@@ -237,6 +244,7 @@ fn sections<'a>(
                         anchor: anchor.clone(),
                         title,
                         items: items_of_block(block),
+                        sensitive: in_sensitive,
                     });
                     format!(
                         "- `{name}` ({kind}) {} (see [below for nested schema](#{anchor}))",
@@ -377,7 +385,10 @@ mod tests {
         ] {
             assert!(line(name).contains(", Sensitive)"), "{name}");
         }
-        for name in ["url", "fqdn", "access", "source"] {
+        // Inside `users`, which is sensitive as a whole, everything is; the effective access
+        // is shown in `user_access`.
+        assert!(line("access").contains(", Sensitive)"));
+        for name in ["url", "fqdn", "user_access", "source"] {
             assert!(!line(name).contains("Sensitive"), "{name}");
         }
         assert!(provider_markdown().contains("- `token` (String, Sensitive)"));
@@ -399,7 +410,7 @@ mod tests {
         assert!(pos("- `fqdn` (String)") < pos("- `name` (String)"));
         assert!(pos("- `name` (String)") < pos("- `region` (String)"));
         assert!(pos("### Optional") < pos("- `anonymous_pull` (Boolean)"));
-        assert!(pos("- `anonymous_pull`") < pos("- `users` (Attributes Map)"));
+        assert!(pos("- `anonymous_pull`") < pos("- `users` (Attributes Map"));
         assert!(pos("### Read-Only") < pos("- `id` (String)"));
         assert!(md.contains("- `tls` (Block List, Max: 1)"));
         assert!(md.contains("- `ssh_key_fingerprints` (List of String)"));
@@ -418,9 +429,10 @@ mod tests {
         assert!(pos("Nested Schema for `storage`") < pos("Nested Schema for `timeouts`"));
         assert!(pos("Nested Schema for `timeouts`") < pos("Nested Schema for `tls`"));
         assert!(pos("Nested Schema for `tls`") < pos("Nested Schema for `users`"));
-        // Inside `users`, `bcrypt_hash` is computed.
+        // The users' hashes are computed, apart from `users` (see `resource::users`).
         let users = &md[pos("Nested Schema for `users`")..];
-        assert!(users.find("Read-Only:").unwrap() < users.find("- `bcrypt_hash`").unwrap());
+        assert!(!users.contains("Read-Only:"));
+        assert!(pos("### Read-Only") < pos("- `bcrypt_hashes` (Map of String, Sensitive)"));
     }
 
     #[test]

@@ -7,8 +7,10 @@ use tf_provider::DynamicResource;
 
 pub mod acme;
 pub mod config;
+pub mod diag;
 pub mod do_api;
 pub mod docs;
+pub mod error_chain;
 pub mod logging;
 pub mod provider;
 pub mod remote;
@@ -16,6 +18,8 @@ pub mod render;
 pub mod resource;
 pub mod secret;
 pub mod storage;
+#[doc(hidden)]
+pub mod testkit;
 pub mod tls;
 
 pub use provider::{DockerProvider, SettingsHandle};
@@ -28,9 +32,7 @@ pub fn resources(settings: &SettingsHandle) -> HashMap<String, Box<dyn DynamicRe
     let mut m: HashMap<String, Box<dyn DynamicResource>> = HashMap::new();
     m.insert(
         "registry".to_owned(),
-        Box::new(resource::RegistryResource {
-            settings: settings.clone(),
-        }),
+        Box::new(resource::RegistryResource::new(settings.clone())),
     );
     m
 }

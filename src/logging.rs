@@ -1,13 +1,19 @@
-//! Logging for the plugin process: `tracing` events written to stderr as hclog JSON lines,
-//! which OpenTofu/Terraform read and merge into their own log (TF_LOG, TF_LOG_PATH).
+//! Logging for the plugin process: `tracing` events as hclog JSON lines on stderr, which
+//! OpenTofu/Terraform merge into their own log (TF_LOG, TF_LOG_PATH), and in PLUGIN_LOG_FILE.
+//! Both get the same filter and the same redaction, and the file is the user's alone (0600).
 
 use std::fmt;
+use std::path::Path;
+use std::sync::Mutex;
 
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::secret;
 
 /// The level asked for by TF_LOG_PROVIDER, else TF_LOG ("JSON" means trace, as in Terraform).
 pub fn level_from_env(provider: Option<&str>, core: Option<&str>) -> Option<tracing::Level> {
@@ -25,27 +31,67 @@ pub fn level_from_env(provider: Option<&str>, core: Option<&str>) -> Option<trac
     }
 }
 
-/// Installs the stderr subscriber, unless PLUGIN_LOG_FILE is set: then tf-provider installs
-/// its own writer to that file and a second global subscriber would panic.
-pub fn init() {
-    if std::env::var_os("PLUGIN_LOG_FILE").is_some() {
-        return;
-    }
-    let provider = std::env::var("TF_LOG_PROVIDER").ok();
-    let core = std::env::var("TF_LOG").ok();
-    let Some(level) = level_from_env(provider.as_deref(), core.as_deref()) else {
-        return;
-    };
-    // Our crate at the asked level; the gRPC plumbing only at warn, or trace logs drown.
-    let filter = EnvFilter::new(format!(
+/// Our crates at `level`; everything else (gRPC, HTTP, TLS plumbing) only at warn: their trace
+/// output is noise, and some of it (frames, headers) would carry what we redact.
+fn filter(level: tracing::Level) -> EnvFilter {
+    EnvFilter::new(format!(
         "warn,terraform_provider_docker={lvl},tf_provider={lvl}",
         lvl = level.as_str().to_ascii_lowercase()
-    ));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .event_format(HcLog)
-        .try_init();
+    ))
+}
+
+/// Installs the subscriber: stderr at the level TF_LOG_PROVIDER/TF_LOG ask for, and the file
+/// `plugin_log_file` (PLUGIN_LOG_FILE, which the caller takes out of the environment so that
+/// tf-provider does not install its own unfiltered writer) at that level, or trace when none
+/// is asked for. A file that cannot be opened is reported on stderr and left out.
+pub fn init(plugin_log_file: Option<&Path>) {
+    let provider = std::env::var("TF_LOG_PROVIDER").ok();
+    let core = std::env::var("TF_LOG").ok();
+    let level = level_from_env(provider.as_deref(), core.as_deref());
+    let file = plugin_log_file.and_then(|path| match open_private_log(path) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!(
+                "terraform-provider-docker: cannot open PLUGIN_LOG_FILE {}: {e}",
+                path.display()
+            );
+            None
+        }
+    });
+    let stderr = level.map(|l| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .event_format(HcLog)
+            .with_filter(filter(l))
+    });
+    let file = file.map(|f| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(Mutex::new(f))
+            .event_format(HcLog)
+            .with_filter(filter(level.unwrap_or(tracing::Level::TRACE)))
+    });
+    if stderr.is_none() && file.is_none() {
+        return;
+    }
+    let _ = tracing::subscriber::set_global_default(
+        tracing_subscriber::registry().with(stderr).with(file),
+    );
+}
+
+/// Opens `path` for appending (every provider process of one OpenTofu run adds its lines),
+/// created 0600, and made 0600 if it existed with a wider mode: the log names hosts, ids and
+/// paths that are nobody else's business, even with every secret redacted.
+pub fn open_private_log(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    if f.metadata()?.permissions().mode() & 0o777 != 0o600 {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(f)
 }
 
 /// One JSON object a line, in the shape go-plugin's hclog parser understands.
@@ -65,6 +111,16 @@ where
         let mut fields = JsonFields::default();
         event.record(&mut fields);
         let mut obj = fields.0;
+        // The last guard: whatever a call site passed, secret fields and secret-shaped
+        // strings do not reach the log.
+        for (name, value) in obj.iter_mut() {
+            if secret::is_secret_name(name) {
+                *value = secret::REDACTED.into();
+            } else {
+                // A body logged as text is JSON by its keys, anything else by its shape.
+                secret::redact_json(value);
+            }
+        }
         let level = match *event.metadata().level() {
             tracing::Level::TRACE => "trace",
             tracing::Level::DEBUG => "debug",
@@ -151,6 +207,112 @@ mod tests {
         assert_eq!(ts.len(), 27, "{ts}");
         assert_eq!(&ts[19..20], ".");
         assert!(ts.ends_with('Z'));
+    }
+
+    /// Lines the HcLog format writes for what `emit` logs, through `filter` when given.
+    fn captured(level: Option<tracing::Level>, emit: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let w = buf.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(move || w.clone())
+            .event_format(HcLog);
+        match level {
+            Some(l) => tracing::subscriber::with_default(
+                tracing_subscriber::registry().with(layer.with_filter(filter(l))),
+                emit,
+            ),
+            None => {
+                tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), emit)
+            }
+        }
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    #[test]
+    fn lines_carry_no_secret_whatever_the_call_site_passed() {
+        let pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+        let body = serde_json::json!({"droplet": {"name": "r", "user_data": "#cloud-config HOSTKEY"}, "db_password": "pw-123456789"}).to_string();
+        let text = captured(None, || {
+            tracing::info!(password = "pw-123456789", name = "registry", "a user");
+            tracing::trace!(body = %body, "request body");
+            tracing::debug!(
+                header = "Authorization: Bearer dop_v1_abcdef0123456789abcdef",
+                "sent"
+            );
+            tracing::warn!("converge said {pem}");
+            tracing::info!(spaces_secret_key = ?Some("s3cr3t-s3cr3t"), "key minted");
+        });
+        for secret in [
+            "pw-123456789",
+            "HOSTKEY",
+            "dop_v1_abcdef",
+            "b3BlbnNzaC1",
+            "s3cr3t-s3cr3t",
+        ] {
+            assert!(!text.contains(secret), "{secret} logged:\n{text}");
+        }
+        // What is not secret stays readable.
+        for kept in [
+            "\"name\":\"registry\"",
+            "request body",
+            "[redacted private key]",
+            "\\\"name\\\":\\\"r\\\"",
+        ] {
+            assert!(text.contains(kept), "{kept} missing:\n{text}");
+        }
+        assert_eq!(text.lines().count(), 5);
+    }
+
+    #[test]
+    fn other_crates_log_at_warn_only_even_at_trace() {
+        let text = captured(Some(tracing::Level::TRACE), || {
+            tracing::trace!(target: "h2::codec", "frame HEADERS authorization=...");
+            tracing::debug!(target: "hyper::proto", "parsed headers");
+            tracing::warn!(target: "rustls::conn", "peer closed");
+            tracing::trace!("ours at trace");
+        });
+        assert!(
+            !text.contains("frame HEADERS") && !text.contains("parsed headers"),
+            "{text}"
+        );
+        assert!(
+            text.contains("peer closed") && text.contains("ours at trace"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_plugin_log_file_is_the_users_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh.log");
+        drop(open_private_log(&fresh).unwrap());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&fresh), 0o600);
+        // An existing, world-readable file is narrowed, and appended to, not truncated.
+        let existing = dir.path().join("existing.log");
+        std::fs::write(&existing, "earlier process\n").unwrap();
+        std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut f = open_private_log(&existing).unwrap();
+        std::io::Write::write_all(&mut f, b"this one\n").unwrap();
+        assert_eq!(mode(&existing), 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&existing).unwrap(),
+            "earlier process\nthis one\n"
+        );
     }
 
     #[test]

@@ -12,13 +12,17 @@ fn main() -> anyhow::Result<()> {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
+    // tf-provider would write an unfiltered trace log of every crate, world-readable, to
+    // PLUGIN_LOG_FILE: ours writes it instead (logging::init), so tf-provider must not see it.
+    let plugin_log = std::env::var_os("PLUGIN_LOG_FILE").map(std::path::PathBuf::from);
+    std::env::remove_var("PLUGIN_LOG_FILE");
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(serve())
+        .block_on(serve(plugin_log))
 }
 
-async fn serve() -> anyhow::Result<()> {
+async fn serve(plugin_log: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     if std::env::var(MAGIC_COOKIE_KEY).as_deref() != Ok(MAGIC_COOKIE_VALUE) {
         eprintln!(
             "This binary is a plugin for OpenTofu/Terraform, not a command to run by hand.\n\
@@ -26,7 +30,7 @@ async fn serve() -> anyhow::Result<()> {
         );
         std::process::exit(1);
     }
-    logging::init();
+    logging::init(plugin_log.as_deref());
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting provider");
     tf_provider::serve(PROVIDER_NAME, DockerProvider::default()).await
 }

@@ -1,5 +1,6 @@
 //! The authoritative DNS server for the domains the API holds (what ns1.digitalocean.com is
-//! for real domains): UDP and TCP, answers read from the `ZoneSource` at every query.
+//! for real domains): UDP and TCP, answers read from the `ZoneSource` at every query; an NS
+//! record below a zone's apex delegates that name, answered with a referral.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -36,10 +37,25 @@ const MAX_CNAME_CHAIN: usize = 8;
 /// How long an idle TCP client may hold its connection.
 const TCP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A running DNS server. Dropping it aborts the listener tasks; `shutdown` also waits for them.
+/// A running DNS server: the authoritative one (`serve`) or the resolver
+/// (`resolver::serve`). Dropping it aborts the listener tasks; `shutdown` also waits for them.
 pub struct DnsServer {
-    server: ServerFuture<ZoneHandler>,
+    server: Box<dyn Shutdown>,
     local_addrs: Vec<SocketAddr>,
+    what: &'static str,
+}
+
+/// A `ServerFuture` whatever its handler, so both servers are one type to their owners.
+#[async_trait::async_trait]
+trait Shutdown: Send {
+    async fn shutdown_gracefully(&mut self) -> Result<(), hickory_proto::error::ProtoError>;
+}
+
+#[async_trait::async_trait]
+impl<H: RequestHandler> Shutdown for ServerFuture<H> {
+    async fn shutdown_gracefully(&mut self) -> Result<(), hickory_proto::error::ProtoError> {
+        ServerFuture::shutdown_gracefully(self).await
+    }
 }
 
 impl DnsServer {
@@ -53,7 +69,7 @@ impl DnsServer {
         self.server
             .shutdown_gracefully()
             .await
-            .context("stopping the DNS server")
+            .with_context(|| format!("stopping the {}", self.what))
     }
 }
 
@@ -63,8 +79,17 @@ pub async fn serve(
     addrs: Vec<SocketAddr>,
     zones: Arc<dyn ZoneSource>,
 ) -> anyhow::Result<DnsServer> {
-    anyhow::ensure!(!addrs.is_empty(), "DNS server needs at least one address");
-    let mut server = ServerFuture::new(ZoneHandler { zones });
+    listen(addrs, ZoneHandler { zones }, "DNS server").await
+}
+
+/// `handler` on UDP and TCP at each of `addrs` (port 0: a free port, the same for both).
+pub(crate) async fn listen<H: RequestHandler>(
+    addrs: Vec<SocketAddr>,
+    handler: H,
+    what: &'static str,
+) -> anyhow::Result<DnsServer> {
+    anyhow::ensure!(!addrs.is_empty(), "{what} needs at least one address");
+    let mut server = ServerFuture::new(handler);
     let mut local_addrs = Vec::with_capacity(addrs.len());
     for addr in addrs {
         let (udp, tcp) = bind_pair(addr).await?;
@@ -72,16 +97,17 @@ pub async fn serve(
         server.register_socket(udp);
         server.register_listener(tcp, TCP_TIMEOUT);
     }
-    tracing::info!(addrs = ?local_addrs, "DNS server listening (UDP and TCP)");
+    tracing::info!(addrs = ?local_addrs, "{what} listening (UDP and TCP)");
     Ok(DnsServer {
-        server,
+        server: Box::new(server),
         local_addrs,
+        what,
     })
 }
 
 /// Binds UDP and TCP on the same port. With port 0 the kernel picks the UDP port, which may
 /// already be taken for TCP, so that case retries with a fresh port.
-async fn bind_pair(
+pub(crate) async fn bind_pair(
     addr: SocketAddr,
 ) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
     let attempts = if addr.port() == 0 { 20 } else { 1 };
@@ -160,14 +186,14 @@ impl RequestHandler for ZoneHandler {
 
         let mut header = Header::response_from_request(request.header());
         header.set_response_code(outcome.rcode);
-        header.set_authoritative(outcome.rcode != ResponseCode::Refused);
+        header.set_authoritative(outcome.authoritative);
         header.set_recursion_available(false);
         let resp = builder.build(
             header,
             outcome.answers.iter(),
-            std::iter::empty(),
             outcome.authority.iter(),
             std::iter::empty(),
+            outcome.additional.iter(),
         );
         send(&mut response_handle, resp, request).await
     }
@@ -201,8 +227,13 @@ where
 pub struct Outcome {
     pub rcode: ResponseCode,
     pub answers: Vec<Record>,
-    /// The zone's SOA for negative answers (NXDOMAIN and NODATA), as RFC 2308 asks.
+    /// The zone's SOA for negative answers (NXDOMAIN and NODATA), as RFC 2308 asks; the
+    /// delegation's NS records in a referral.
     pub authority: Vec<Record>,
+    /// Glue: addresses of a referral's name servers that live below the delegation.
+    pub additional: Vec<Record>,
+    /// False for a referral (RFC 1034 4.3.2: the data below a cut is not ours).
+    pub authoritative: bool,
 }
 
 impl Outcome {
@@ -211,7 +242,29 @@ impl Outcome {
             rcode: ResponseCode::Refused,
             answers: vec![],
             authority: vec![],
+            additional: vec![],
+            authoritative: false,
         }
+    }
+
+    fn answer(rcode: ResponseCode, answers: Vec<Record>, authority: Vec<Record>) -> Self {
+        Outcome {
+            rcode,
+            answers,
+            authority,
+            additional: vec![],
+            authoritative: true,
+        }
+    }
+
+    /// A referral: no answer of ours, the NS records of the cut (and glue) to ask next.
+    pub fn is_referral(&self) -> bool {
+        !self.authoritative
+            && self.rcode == ResponseCode::NoError
+            && self
+                .authority
+                .iter()
+                .any(|r| r.record_type() == RecordType::NS)
     }
 }
 
@@ -229,14 +282,21 @@ pub fn resolve(zones: &[Zone], qname: &Name, qtype: RecordType) -> Outcome {
             break;
         }
         let entries = zone_entries(current_zone);
+        if let Some(referral) = delegation(&entries, &apex_of(current_zone), &name, qtype) {
+            if answers.is_empty() {
+                return referral;
+            }
+            // A CNAME into a delegated name: the client's resolver follows it there.
+            break;
+        }
         match lookup(&entries, &name) {
             Lookup::NxDomain => {
                 // Per RFC 6604 the rcode speaks for the last name in the chain.
-                return Outcome {
-                    rcode: ResponseCode::NXDomain,
+                return Outcome::answer(
+                    ResponseCode::NXDomain,
                     answers,
-                    authority: vec![negative_soa(current_zone)],
-                };
+                    vec![negative_soa(current_zone)],
+                );
             }
             Lookup::Found(records) => {
                 let matching: Vec<Record> = records
@@ -246,22 +306,18 @@ pub fn resolve(zones: &[Zone], qname: &Name, qtype: RecordType) -> Outcome {
                     .collect();
                 if !matching.is_empty() {
                     answers.extend(matching);
-                    return Outcome {
-                        rcode: ResponseCode::NoError,
-                        answers,
-                        authority: vec![],
-                    };
+                    return Outcome::answer(ResponseCode::NoError, answers, vec![]);
                 }
                 let cname = records
                     .iter()
                     .find(|r| r.record_type() == RecordType::CNAME)
                     .cloned();
                 let Some(cname) = cname else {
-                    return Outcome {
-                        rcode: ResponseCode::NoError,
+                    return Outcome::answer(
+                        ResponseCode::NoError,
                         answers,
-                        authority: vec![negative_soa(current_zone)],
-                    };
+                        vec![negative_soa(current_zone)],
+                    );
                 };
                 let target = match cname.data() {
                     Some(RData::CNAME(t)) => t.0.clone(),
@@ -277,11 +333,59 @@ pub fn resolve(zones: &[Zone], qname: &Name, qtype: RecordType) -> Outcome {
             }
         }
     }
-    Outcome {
-        rcode: ResponseCode::NoError,
-        answers,
-        authority: vec![],
+    Outcome::answer(ResponseCode::NoError, answers, vec![])
+}
+
+/// The referral for `qname` when it is at or below an NS record other than the apex's: the
+/// closest such cut wins. A DS query at the cut itself belongs to the parent (RFC 4035 3.1.4.1)
+/// and is answered here as usual.
+fn delegation(entries: &[Entry], apex: &str, qname: &Name, qtype: RecordType) -> Option<Outcome> {
+    let q = fqdn_lower(qname);
+    let mut cut = None;
+    let mut name = Some(q.clone());
+    while let Some(n) = name {
+        if n == apex || !n.ends_with(&format!(".{apex}")) {
+            break;
+        }
+        let has_ns = entries
+            .iter()
+            .any(|e| e.owner == n && e.record.record_type() == RecordType::NS);
+        if has_ns && !(n == q && qtype == RecordType::DS) {
+            // Keep looking upwards: the cut closest to the apex hides everything below it.
+            cut = Some(n.clone());
+        }
+        name = parent(&n);
     }
+    let cut = cut?;
+    let ns: Vec<Record> = entries
+        .iter()
+        .filter(|e| e.owner == cut && e.record.record_type() == RecordType::NS)
+        .map(|e| e.record.clone())
+        .collect();
+    let glue = ns
+        .iter()
+        .filter_map(|r| match r.data() {
+            Some(RData::NS(target)) => Some(fqdn_lower(&target.0)),
+            _ => None,
+        })
+        .filter(|t| t == &cut || t.ends_with(&format!(".{cut}")))
+        .flat_map(|t| {
+            entries
+                .iter()
+                .filter(move |e| {
+                    e.owner == t
+                        && matches!(e.record.record_type(), RecordType::A | RecordType::AAAA)
+                })
+                .map(|e| e.record.clone())
+        })
+        .collect();
+    Some(Outcome {
+        rcode: ResponseCode::NoError,
+        answers: vec![],
+        authority: ns,
+        additional: glue,
+        authoritative: false,
+    })
 }
 
 enum Lookup {
@@ -657,6 +761,41 @@ mod tests {
             q("notexample.com.", RecordType::A).rcode,
             ResponseCode::Refused
         );
+    }
+
+    #[test]
+    fn an_ns_record_below_the_apex_delegates_with_a_referral() {
+        let mut z = zone();
+        z.records.extend([
+            rec(20, "NS", "_acme-challenge.reg", "reg.example.com."),
+            // Hidden by the cut: the delegated server answers for it.
+            rec(21, "TXT", "_acme-challenge.reg", "stale"),
+            rec(22, "A", "reg", "198.18.0.20"),
+            rec(23, "NS", "sub", "ns.sub.example.com."),
+            rec(24, "A", "ns.sub", "198.18.0.21"),
+        ]);
+        let ask = |name: &str, t| resolve(&[z.clone()], &Name::from_ascii(name).unwrap(), t);
+        let o = ask("_acme-challenge.reg.example.com.", RecordType::TXT);
+        assert!(o.is_referral(), "{o:?}");
+        assert!(o.answers.is_empty() && !o.authoritative);
+        assert_eq!(o.authority.len(), 1);
+        assert_eq!(o.authority[0].record_type(), RecordType::NS);
+        // The name server is outside the cut: no glue, the resolver looks it up.
+        assert!(o.additional.is_empty());
+        // Below the cut too; the parent still answers for the name server itself.
+        assert!(ask("x._acme-challenge.reg.example.com.", RecordType::A).is_referral());
+        let a = ask("reg.example.com.", RecordType::A);
+        assert!(a.authoritative && a.answers.len() == 1);
+        // Glue for a name server inside the delegated zone.
+        let o = ask("www.sub.example.com.", RecordType::A);
+        assert!(o.is_referral());
+        assert_eq!(o.additional.len(), 1);
+        assert_eq!(o.additional[0].name().to_ascii(), "ns.sub.example.com.");
+        // DS at the cut belongs to the parent: answered (no data), not referred.
+        let ds = ask("sub.example.com.", RecordType::DS);
+        assert!(!ds.is_referral() && ds.authoritative);
+        // The apex's own NS records are no delegation.
+        assert!(!ask("example.com.", RecordType::NS).is_referral());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Faults armed through `/_localocean/faults`: HTTP error storms, droplets that 404 after
-//! create, slow or failed boots, SSH refused. Each fault records when it fired.
+//! create, slow or failed boots, SSH refused, Spaces throttling. Each records when it fired.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -32,6 +32,24 @@ pub enum FaultSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after: Option<u64>,
     },
+    /// Spaces (S3, on every endpoint: the host's and the droplets') answers `status` with
+    /// S3's XML error, as Spaces does when busy: `503 SlowDown` (the default) or
+    /// `500 InternalError`. `count` answers in all; with `share`, only that share of the
+    /// matching requests, spread evenly (a busy Spaces, not one that is down).
+    Spaces {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        method: Option<String>,
+        #[serde(default = "root_prefix")]
+        path_prefix: String,
+        #[serde(default = "one")]
+        count: u32,
+        #[serde(default = "slow_down")]
+        status: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        share: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after: Option<u64>,
+    },
     /// The next created droplet answers 404 on GET for `seconds` after its create.
     #[serde(rename = "droplet_404")]
     Droplet404 { seconds: u64 },
@@ -52,6 +70,12 @@ pub enum FaultSpec {
 fn default_prefix() -> String {
     "/v2/".to_string()
 }
+fn root_prefix() -> String {
+    "/".to_string()
+}
+fn slow_down() -> u16 {
+    503
+}
 fn one() -> u32 {
     1
 }
@@ -62,6 +86,12 @@ pub enum FaultError {
     BadStatus(u16),
     #[error("count must be at least 1")]
     ZeroCount,
+    #[error(
+        "status {0} is not a Spaces fault status (use 503 for SlowDown or 500 for InternalError)"
+    )]
+    BadSpacesStatus(u16),
+    #[error("share must be above 0 and at most 1")]
+    BadShare,
 }
 
 impl FaultSpec {
@@ -72,6 +102,23 @@ impl FaultSpec {
             }
             if *count == 0 {
                 return Err(FaultError::ZeroCount);
+            }
+        }
+        if let FaultSpec::Spaces {
+            status,
+            count,
+            share,
+            ..
+        } = self
+        {
+            if !matches!(status, 500 | 503) {
+                return Err(FaultError::BadSpacesStatus(*status));
+            }
+            if *count == 0 {
+                return Err(FaultError::ZeroCount);
+            }
+            if share.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
+                return Err(FaultError::BadShare);
             }
         }
         Ok(())
@@ -95,6 +142,18 @@ pub struct ArmedFault {
     pub droplet_id: Option<u64>,
     #[serde(skip)]
     until: Option<Instant>,
+    /// Requests a `spaces` fault with a `share` has matched, faulted or not.
+    #[serde(skip)]
+    matched: u64,
+}
+
+/// A Spaces fault's answer: S3's status, error code and message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpacesFault {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: &'static str,
+    pub retry_after: Option<u64>,
 }
 
 /// An HTTP fault's answer.
@@ -111,7 +170,7 @@ pub struct Faults {
 }
 
 fn now_string() -> String {
-    crate::api::now_rfc3339()
+    crate::clock::now_rfc3339()
 }
 
 impl Faults {
@@ -140,6 +199,7 @@ impl Faults {
             active: true,
             droplet_id: None,
             until: None,
+            matched: 0,
         };
         self.lock().push(fault.clone());
         Ok(fault)
@@ -160,6 +220,17 @@ impl Faults {
 
     pub fn clear(&self) {
         self.lock().clear();
+    }
+
+    /// Makes fault `id` inactive; false if there is no such fault.
+    pub fn disarm(&self, id: u64) -> bool {
+        let mut faults = self.lock();
+        let Some(f) = faults.iter_mut().find(|f| f.id == id) else {
+            return false;
+        };
+        f.active = false;
+        f.until = None;
+        true
     }
 
     /// Records that fault `id` fired outside this module (ssh_refused).
@@ -199,6 +270,57 @@ impl Faults {
                     });
                 }
             }
+        }
+        None
+    }
+
+    /// The answer for this Spaces request if a `spaces` fault takes it; consumes one count.
+    pub fn take_spaces(&self, method: &str, path: &str) -> Option<SpacesFault> {
+        let mut faults = self.lock();
+        for f in faults.iter_mut().filter(|f| f.active) {
+            let FaultSpec::Spaces {
+                method: m,
+                path_prefix,
+                count,
+                status,
+                share,
+                retry_after,
+            } = &f.spec
+            else {
+                continue;
+            };
+            let method_matches = m.as_ref().is_none_or(|m| m.eq_ignore_ascii_case(method));
+            if !method_matches || !path.starts_with(path_prefix.as_str()) {
+                continue;
+            }
+            if let Some(p) = share {
+                // Request n is faulted when n * share passes a whole number: evenly spread,
+                // and the same on every run.
+                f.matched += 1;
+                let n = f.matched as f64;
+                if (n * p).floor() <= ((n - 1.0) * p).floor() {
+                    continue;
+                }
+            }
+            f.fired += 1;
+            f.fired_at.push(now_string());
+            if f.fired >= *count {
+                f.active = false;
+            }
+            let (code, message) = if *status == 500 {
+                (
+                    "InternalError",
+                    "We encountered an internal error. Please try again.",
+                )
+            } else {
+                ("SlowDown", "Please reduce your request rate.")
+            };
+            return Some(SpacesFault {
+                status: *status,
+                code,
+                message,
+                retry_after: *retry_after,
+            });
         }
         None
     }
@@ -276,5 +398,92 @@ impl Faults {
             f.active = false;
         }
         (delay, error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spaces(count: u32, status: u16, share: Option<f64>) -> FaultSpec {
+        FaultSpec::Spaces {
+            method: Some("PUT".into()),
+            path_prefix: "/bkt/".into(),
+            count,
+            status,
+            share,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn spaces_faults_parse_with_slow_down_as_the_default() {
+        let spec: FaultSpec = serde_json::from_value(serde_json::json!({
+            "kind": "spaces", "count": 3
+        }))
+        .unwrap();
+        assert_eq!(
+            spec,
+            FaultSpec::Spaces {
+                method: None,
+                path_prefix: "/".into(),
+                count: 3,
+                status: 503,
+                share: None,
+                retry_after: None,
+            }
+        );
+        let f = Faults::new();
+        assert!(matches!(
+            f.arm(spaces(1, 502, None)),
+            Err(FaultError::BadSpacesStatus(502))
+        ));
+        assert!(matches!(
+            f.arm(spaces(0, 503, None)),
+            Err(FaultError::ZeroCount)
+        ));
+        for share in [0.0, 1.5, f64::NAN] {
+            assert!(matches!(
+                f.arm(spaces(1, 503, Some(share))),
+                Err(FaultError::BadShare)
+            ));
+        }
+        assert!(f.list().is_empty());
+    }
+
+    #[test]
+    fn spaces_faults_answer_count_matching_requests_then_stop() {
+        let f = Faults::new();
+        f.arm(spaces(2, 503, None)).unwrap();
+        assert_eq!(f.take_spaces("GET", "/bkt/a"), None, "another method");
+        assert_eq!(f.take_spaces("PUT", "/other/a"), None, "another bucket");
+        let first = f.take_spaces("put", "/bkt/a").unwrap();
+        assert_eq!((first.status, first.code), (503, "SlowDown"));
+        assert!(f.take_spaces("PUT", "/bkt/b").is_some());
+        assert_eq!(f.take_spaces("PUT", "/bkt/c"), None);
+        let listed = f.list();
+        assert_eq!((listed[0].fired, listed[0].active), (2, false));
+        // No API fault takes a Spaces request's place, nor the other way round.
+        f.arm(spaces(5, 500, None)).unwrap();
+        assert_eq!(f.take_http("PUT", "/bkt/a").map(|h| h.status), None);
+        assert_eq!(
+            f.take_spaces("PUT", "/bkt/a").map(|s| s.code),
+            Some("InternalError")
+        );
+    }
+
+    #[test]
+    fn a_share_of_spaces_requests_is_spread_evenly() {
+        let f = Faults::new();
+        f.arm(spaces(100, 503, Some(0.25))).unwrap();
+        let hits: Vec<bool> = (0..8)
+            .map(|_| f.take_spaces("PUT", "/bkt/x").is_some())
+            .collect();
+        assert_eq!(hits, [false, false, false, true, false, false, false, true]);
+        assert_eq!(f.list()[0].fired, 2);
+        assert!(f.disarm(f.list()[0].id));
+        assert!(!f.disarm(999));
+        assert!(!f.list()[0].active);
+        assert_eq!(f.take_spaces("PUT", "/bkt/x"), None);
     }
 }

@@ -16,7 +16,7 @@ pub struct MachineSpec {
     pub user_data: Option<String>,
     /// OpenSSH public keys to authorise for root.
     pub ssh_public_keys: Vec<String>,
-    /// Volumes to attach at boot.
+    /// Volumes attached at creation; those with `automount` are mounted at first boot.
     pub volumes: Vec<VolumeSpec>,
     pub memory_mib: u32,
     pub vcpus: u32,
@@ -28,7 +28,12 @@ pub struct VolumeSpec {
     pub id: String,
     pub name: String,
     pub size_gib: u32,
+    /// `ext4` or `xfs`: formatted at creation; `None` leaves the device blank.
     pub filesystem_type: Option<String>,
+    pub filesystem_label: Option<String>,
+    /// Mount it at the machine's first boot, as DigitalOcean does for a volume formatted at
+    /// creation whose first attachment is the droplet's creation; never otherwise.
+    pub automount: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -59,11 +64,23 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Changes memory/CPU limits (the machine is off during a DO resize).
     async fn resize(&self, droplet_id: u64, memory_mib: u32, vcpus: u32) -> anyhow::Result<()>;
 
-    /// Makes the backing ext4 file; it outlives droplets.
+    /// The addresses reserved IPs are made from: the instance's own, never a droplet's.
+    fn reserved_ip_pool(&self) -> Vec<Ipv4Addr>;
+    /// Makes `ip` an address of the droplet's machine beside its own (`None`: takes its
+    /// reserved IP away). Kept across reboots; gone with the machine. Hosts and machines
+    /// that cached the address's old owner ask again.
+    async fn set_reserved_ip(&self, droplet_id: u64, ip: Option<Ipv4Addr>) -> anyhow::Result<()>;
+
+    /// Makes the backing file (formatted when `filesystem_type` is set); it outlives
+    /// droplets.
     async fn create_volume(&self, volume: &VolumeSpec) -> anyhow::Result<()>;
+    /// Grows the device, online when attached; the file system is the user's to grow.
     async fn resize_volume(&self, volume: &VolumeSpec) -> anyhow::Result<()>;
     async fn delete_volume(&self, volume_id: &str) -> anyhow::Result<()>;
-    /// Appears in the machine at `/mnt/<volume name>`.
+    /// Appears in the machine as a block device,
+    /// `/dev/disk/by-id/scsi-0DO_Volume_<name>`, running or not; never mounted.
     async fn attach_volume(&self, droplet_id: u64, volume: &VolumeSpec) -> anyhow::Result<()>;
+    /// Disappears from the machine, even when mounted there (a hot unplug: the mounted
+    /// file system gets I/O errors, the volume keeps what reached it before).
     async fn detach_volume(&self, droplet_id: u64, volume: &VolumeSpec) -> anyhow::Result<()>;
 }

@@ -48,6 +48,10 @@ pub struct Ready {
     pub api_url: String,
     pub token: Secret,
     pub dns: String,
+    /// The recursive resolver (follows delegations from the zones); empty from an older
+    /// instance.
+    #[serde(default)]
+    pub resolver: String,
     pub s3_url: String,
     pub pid: u32,
 }
@@ -128,9 +132,9 @@ impl InstanceConfig {
         let slot = claim_slot(&dir.root, None)?;
         let cfg = InstanceConfig {
             slot,
-            api_port: free_port()?,
-            dns_port: free_port()?,
-            s3_port: free_port()?,
+            api_port: slot_port(slot, 0)?,
+            dns_port: slot_port(slot, 1)?,
+            s3_port: slot_port(slot, 2)?,
             ports: BTreeMap::new(),
             token: Secret(format!(
                 "dop_v1_{}",
@@ -146,19 +150,62 @@ impl InstanceConfig {
         if let Some(p) = self.ports.get(name) {
             return Ok(*p);
         }
-        let p = free_port()?;
+        let p = match NAMED_PORTS.iter().position(|n| *n == name) {
+            Some(i) => slot_port(self.slot, 3 + i as u16)?,
+            None => free_port()?,
+        };
         self.ports.insert(name.to_string(), p);
         self.save(dir)?;
         Ok(p)
     }
 }
 
-/// A loopback port that is free now (the OS picks it; the small race is acceptable for a
-/// local test service that persists the choice).
+/// Ports a slot owns: `PORTS_PER_SLOT` from `PORT_BASE + PORTS_PER_SLOT × slot` (10,000 to
+/// 14,095 for 512 slots, below the kernel's ephemeral range). Slots are claimed atomically, so
+/// instances started at once never pick the same port; random free ports did (seen: two
+/// instances, and once one instance's API and Spaces, on one port).
+const PORT_BASE: u16 = 10_000;
+const PORTS_PER_SLOT: u16 = 8;
+/// The named extra ports that have a place in the slot's ports (after api, dns and s3).
+const NAMED_PORTS: &[&str] = &["resolver"];
+
+/// Port `index` of `slot`; when something else holds it, a free port as before.
+fn slot_port(slot: u16, index: u16) -> SysResult<u16> {
+    debug_assert!(index < PORTS_PER_SLOT && slot < MAX_SLOTS);
+    let port = PORT_BASE + slot * PORTS_PER_SLOT + index;
+    if bindable(port) {
+        Ok(port)
+    } else {
+        free_port()
+    }
+}
+
+fn bindable(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// A loopback port that is free now, chosen below the kernel's ephemeral range: the instance
+/// binds it again after every restart, and a port from the ephemeral range (what binding
+/// port 0 returns) can meanwhile become the source port of any outgoing connection on the
+/// machine (seen: "Address already in use" on a restart while other tests ran).
 pub fn free_port() -> SysResult<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(io_err("binding", Path::new("127.0.0.1:0")))?;
-    Ok(l.local_addr().expect("bound").port())
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    // Above the slots' ports, which their instances may not have bound yet.
+    let low = PORT_BASE + MAX_SLOTS * PORTS_PER_SLOT;
+    let high = ephemeral_start.max(low + 100);
+    for _ in 0..200 {
+        let port = low + rand::random::<u16>() % (high - low);
+        if bindable(port) {
+            return Ok(port);
+        }
+    }
+    Err(SysError::Other(format!(
+        "no free loopback port between {low} and {high}"
+    )))
 }
 
 fn slot_file(slot: u16) -> PathBuf {
@@ -222,5 +269,25 @@ pub fn release_slot(state_dir: &Path, slot: u16) {
         if Path::new(owner.trim()) == me {
             let _ = std::fs::remove_file(&path);
         }
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    #[test]
+    fn slots_own_distinct_ports_below_the_free_ones() {
+        let mut seen = std::collections::BTreeSet::new();
+        for slot in [0, 1, MAX_SLOTS - 1] {
+            for index in 0..PORTS_PER_SLOT {
+                assert!(seen.insert(PORT_BASE + slot * PORTS_PER_SLOT + index));
+            }
+        }
+        let top = *seen.iter().next_back().unwrap();
+        assert!(top < PORT_BASE + MAX_SLOTS * PORTS_PER_SLOT);
+        let free = free_port().unwrap();
+        assert!(free > top, "{free} is among the slots' ports");
+        assert!(3 + NAMED_PORTS.len() as u16 <= PORTS_PER_SLOT);
     }
 }

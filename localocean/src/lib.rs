@@ -2,6 +2,7 @@
 //! DigitalOcean's OpenAPI spec; droplets are real systemd-nspawn machines; DNS and Spaces are real servers.
 
 pub mod api;
+pub mod clock;
 pub mod dns;
 pub mod faults;
 pub mod garage;
@@ -11,5 +12,9 @@ pub mod instance;
 pub mod machines;
 pub mod model;
 pub mod net;
+pub mod process;
+pub mod resolver;
 pub mod spaces;
 pub mod store;
+#[doc(hidden)]
+pub mod testkit;

@@ -14,7 +14,11 @@ use localocean::instance::{
 };
 use localocean::machines::apt_cache::{self, AptCacher};
 use localocean::machines::{self, sys, Nspawn, NspawnConfig};
-use localocean::{api, dns, garage, image, net};
+use localocean::process::{self, Identity};
+use localocean::{api, dns, garage, image, net, resolver};
+
+/// The name of the recursive resolver's port in the instance config.
+const RESOLVER_PORT: &str = "resolver";
 
 #[derive(Parser)]
 #[command(
@@ -33,16 +37,26 @@ struct Cli {
 enum Cmd {
     /// Run localocean in the foreground until SIGTERM/SIGINT; machines stop on exit and
     /// boot again at the next start.
-    Serve,
+    Serve {
+        /// When process PID exits, stop and remove everything, as `down` does.
+        #[arg(long, value_name = "PID")]
+        exit_with: Option<i32>,
+    },
     /// Start `serve` in the background (log: <state-dir>/localocean.log) and print how to
     /// reach it; prints the same when it is already running.
     Up {
-        /// Print {"api_url","token","dns","s3_url"} as JSON.
+        /// Print {"api_url","token","dns","s3_url"} as JSON: endpoints on the bridge's
+        /// address, which the host and the droplets reach alike.
         #[arg(long)]
         json: bool,
         /// Seconds to wait for readiness (the first start builds the droplet image).
         #[arg(long, default_value_t = 900)]
         timeout: u64,
+        /// When process PID exits, stop and remove everything, as `down` does: a test run
+        /// passes its own pid, so even a killed test binary leaves nothing behind. Applies
+        /// when this command starts localocean; an instance already running keeps its own.
+        #[arg(long, value_name = "PID")]
+        exit_with: Option<i32>,
     },
     /// Stop localocean and remove EVERYTHING it made for this state dir: droplets, volumes,
     /// namespaces, veths, the bridge, mounts, processes, and the state dir itself. Works
@@ -74,8 +88,12 @@ fn main() -> anyhow::Result<()> {
     let state = StateDir::new(absolute(&cli.state_dir)?);
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
-        Cmd::Serve => rt.block_on(serve(state)),
-        Cmd::Up { json, timeout } => rt.block_on(up(state, json, Duration::from_secs(timeout))),
+        Cmd::Serve { exit_with } => rt.block_on(serve(state, exit_with)),
+        Cmd::Up {
+            json,
+            timeout,
+            exit_with,
+        } => rt.block_on(up(state, json, Duration::from_secs(timeout), exit_with)),
         Cmd::Down => rt.block_on(down(state)),
         Cmd::Status => rt.block_on(status(state)),
         Cmd::Image {
@@ -107,16 +125,9 @@ fn self_exe() -> anyhow::Result<PathBuf> {
     })
 }
 
-fn read_pid(path: &Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
 /// The pid of this state dir's `serve`, if it is alive.
 fn serve_pid(state: &StateDir) -> Option<i32> {
-    let pid = read_pid(&state.serve_pid())?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let cmdline = String::from_utf8_lossy(&cmdline);
-    (sys::pid_alive(pid) && cmdline.contains("serve")).then_some(pid)
+    process::recorded(&state.serve_pid(), |args| args.iter().any(|a| a == "serve"))
 }
 
 fn read_ready(state: &StateDir) -> Option<Ready> {
@@ -140,21 +151,40 @@ struct Services {
     acng: Option<AptCacher>,
     garage: Option<Arc<garage::Garage>>,
     dns: Option<dns::DnsServer>,
+    resolver: Option<dns::DnsServer>,
     api: Option<(
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
     )>,
     hv: Option<Arc<Nspawn>>,
+    metadata: Option<tokio::task::JoinHandle<()>>,
 }
 
-async fn serve(state: StateDir) -> anyhow::Result<()> {
+/// Why `serve` stopped.
+#[derive(Debug, PartialEq)]
+enum Stop {
+    /// SIGTERM or SIGINT: machines stop and boot again at the next start.
+    Signal,
+    /// The `--exit-with` process is gone: everything is removed.
+    WatchedExited,
+}
+
+async fn serve(state: StateDir, exit_with: Option<i32>) -> anyhow::Result<()> {
     if let Some(pid) = serve_pid(&state) {
         anyhow::bail!(
             "localocean already runs for {} (pid {pid})",
             state.root.display()
         );
     }
-    let (cfg, new_token) = InstanceConfig::load_or_create(&state)?;
+    let watched = match exit_with {
+        Some(pid) => {
+            Some(Identity::of(pid).with_context(|| format!("--exit-with {pid}: no such process"))?)
+        }
+        None => None,
+    };
+    let (mut cfg, new_token) = InstanceConfig::load_or_create(&state)?;
+    // Allocated once and kept, as the other ports are.
+    cfg.port(&state, RESOLVER_PORT)?;
     // Printed once, and only to a terminal: under `up` stdout is the log file, and
     // secrets stay out of logs (the token is in instance.json and ready.json, mode 0600).
     // SAFETY: isatty only inspects a file descriptor.
@@ -171,24 +201,31 @@ async fn serve(state: StateDir) -> anyhow::Result<()> {
         acng: None,
         garage: None,
         dns: None,
+        resolver: None,
         api: None,
         hv: None,
+        metadata: None,
     };
-    let result = run_services(&state, &cfg, &mut svc).await;
+    let result = run_services(&state, &cfg, &mut svc, watched).await;
     if let Err(e) = &result {
         tracing::error!("localocean failed: {e:#}");
     }
     let _ = std::fs::remove_file(state.ready());
     stop_services(&cfg, svc).await;
     let _ = std::fs::remove_file(state.serve_pid());
-    result
+    if matches!(result, Ok(Stop::WatchedExited)) {
+        tracing::info!("the --exit-with process is gone: removing everything");
+        remove_instance(&state).await?;
+    }
+    result.map(drop)
 }
 
 async fn run_services(
     state: &StateDir,
     cfg: &InstanceConfig,
     svc: &mut Services,
-) -> anyhow::Result<()> {
+    watched: Option<Identity>,
+) -> anyhow::Result<Stop> {
     let subnet = cfg.subnet();
     let bridge = subnet.bridge_ip();
     let mut signals = Signals::new()?;
@@ -238,6 +275,7 @@ async fn run_services(
         g.clone(),
     )?;
     app.set_ssh_faults(hv.clone());
+    g.set_faults(app.shared_faults());
     hv.remove_orphans(&app.droplet_ids()).await;
     {
         // Machines that were on when localocean stopped boot again while the API serves.
@@ -261,7 +299,35 @@ async fn run_services(
         .await?,
     );
 
-    let api_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.api_port));
+    // The droplets' metadata service (169.254.169.254, sent here by the bridge's rules).
+    let md_addr = SocketAddr::from((bridge, net::METADATA_PORT));
+    let md = tokio::net::TcpListener::bind(md_addr)
+        .await
+        .with_context(|| format!("binding the metadata service on {md_addr}"))?;
+    let md_router = api::metadata::router(app.clone());
+    svc.metadata = Some(tokio::spawn(async move {
+        let service = md_router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(md, service).await {
+            tracing::error!("metadata service: {e}");
+        }
+    }));
+
+    // The recursive resolver (Pebble's and the tests'): loopback and the bridge, one port.
+    let resolver_port = cfg.ports.get(RESOLVER_PORT).copied().unwrap_or(0);
+    let resolver_local = SocketAddr::from((Ipv4Addr::LOCALHOST, resolver_port));
+    svc.resolver = Some(
+        resolver::serve(
+            vec![resolver_local, SocketAddr::from((bridge, resolver_port))],
+            api::zones(&app),
+            resolver::Upstream::default(),
+        )
+        .await?,
+    );
+
+    // Every endpoint is on the bridge's host address, which the host and every droplet
+    // reach alike, as DigitalOcean's endpoints answer from anywhere; loopback would be
+    // another host inside a droplet.
+    let api_addr = SocketAddr::from((bridge, cfg.api_port));
     let listener = tokio::net::TcpListener::bind(api_addr)
         .await
         .with_context(|| format!("binding the API on {api_addr}"))?;
@@ -282,21 +348,36 @@ async fn run_services(
     let ready = Ready {
         api_url: format!("http://{api_addr}"),
         token: cfg.token.clone(),
-        dns: dns_local.to_string(),
-        s3_url: format!("http://127.0.0.1:{}", cfg.s3_port),
+        dns: SocketAddr::from((bridge, 53)).to_string(),
+        resolver: resolver_local.to_string(),
+        s3_url: format!("http://{bridge}:{}", cfg.s3_port),
         pid: std::process::id(),
     };
     sys::write_atomic(&state.ready(), &serde_json::to_vec_pretty(&ready)?, 0o600)?;
     tracing::info!(
         api = %ready.api_url,
         dns = %ready.dns,
+        resolver = %ready.resolver,
         s3 = %ready.s3_url,
         bridge = %bridge,
         "localocean ready"
     );
-    signals.wait().await;
-    tracing::info!("stopping localocean");
-    Ok(())
+    let stop = tokio::select! {
+        _ = signals.wait() => Stop::Signal,
+        _ = exited(watched) => Stop::WatchedExited,
+    };
+    tracing::info!(?stop, "stopping localocean");
+    Ok(stop)
+}
+
+/// Resolves once the watched process is gone; never without one.
+async fn exited(watched: Option<Identity>) {
+    let Some(watched) = watched else {
+        return std::future::pending().await;
+    };
+    while watched.alive() {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Stops what `serve` started, in reverse order. Machines are stopped, not removed: the
@@ -306,8 +387,14 @@ async fn stop_services(cfg: &InstanceConfig, svc: Services) {
         let _ = tx.send(());
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     }
+    if let Some(r) = svc.resolver {
+        let _ = r.shutdown().await;
+    }
     if let Some(d) = svc.dns {
         let _ = d.shutdown().await;
+    }
+    if let Some(m) = svc.metadata {
+        m.abort();
     }
     if let Some(hv) = svc.hv {
         hv.stop_all().await;
@@ -348,20 +435,28 @@ impl Signals {
 
 /// Kills a process recorded in a pid file if it still is `name` (never a recycled pid).
 fn kill_recorded(pid_file: &Path, name: &str) -> bool {
-    let Some(pid) = read_pid(pid_file) else {
-        return false;
-    };
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let hit = sys::pid_alive(pid) && String::from_utf8_lossy(&cmdline).contains(name);
-    if hit {
-        sys::signal(pid, libc::SIGKILL);
+    let hit = process::recorded(pid_file, |args| args.iter().any(|a| a.contains(name)));
+    if let Some(pid) = hit {
+        process::signal(pid, libc::SIGKILL);
     }
     let _ = std::fs::remove_file(pid_file);
-    hit
+    hit.is_some()
 }
 
-async fn up(state: StateDir, json: bool, timeout: Duration) -> anyhow::Result<()> {
-    let ready = match (serve_pid(&state), read_ready(&state)) {
+async fn up(
+    state: StateDir,
+    json: bool,
+    timeout: Duration,
+    exit_with: Option<i32>,
+) -> anyhow::Result<()> {
+    let running = serve_pid(&state);
+    if running.is_some() && exit_with.is_some() {
+        eprintln!(
+            "localocean already runs for {}: --exit-with not applied",
+            state.root.display()
+        );
+    }
+    let ready = match (running, read_ready(&state)) {
         (Some(pid), Some(r)) if r.pid as i32 == pid && healthy(&r).await => r,
         (Some(pid), _) => wait_ready(&state, pid, timeout).await?,
         (None, _) => {
@@ -372,10 +467,11 @@ async fn up(state: StateDir, json: bool, timeout: Duration) -> anyhow::Result<()
                 .append(true)
                 .open(state.log())?;
             let mut cmd = std::process::Command::new(self_exe()?);
-            cmd.arg("serve")
-                .arg("--state-dir")
-                .arg(&state.root)
-                .stdin(std::process::Stdio::null())
+            cmd.arg("serve").arg("--state-dir").arg(&state.root);
+            if let Some(pid) = exit_with {
+                cmd.arg("--exit-with").arg(pid.to_string());
+            }
+            cmd.stdin(std::process::Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log);
             // Its own session: it must outlive this command and the terminal.
@@ -404,6 +500,7 @@ async fn up(state: StateDir, json: bool, timeout: Duration) -> anyhow::Result<()
                 "api_url": ready.api_url,
                 "token": ready.token.expose(),
                 "dns": ready.dns,
+                "resolver": ready.resolver,
                 "s3_url": ready.s3_url,
             })
         );
@@ -411,6 +508,7 @@ async fn up(state: StateDir, json: bool, timeout: Duration) -> anyhow::Result<()
         println!("API:   {}", ready.api_url);
         println!("token: {}", ready.token.expose());
         println!("DNS:   {}", ready.dns);
+        println!("resolver: {}", ready.resolver);
         println!("S3:    {}", ready.s3_url);
     }
     Ok(())
@@ -424,7 +522,7 @@ async fn wait_ready(state: &StateDir, pid: i32, timeout: Duration) -> anyhow::Re
                 return Ok(r);
             }
         }
-        if !sys::pid_alive(pid) {
+        if !process::alive(pid) {
             anyhow::bail!(
                 "localocean serve exited before it was ready; see {}:\n{}",
                 state.log().display(),
@@ -449,18 +547,23 @@ fn log_tail(path: &Path) -> String {
 
 async fn down(state: StateDir) -> anyhow::Result<()> {
     if let Some(pid) = serve_pid(&state) {
-        sys::signal(pid, libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while sys::pid_alive(pid) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        if sys::pid_alive(pid) {
+        process::signal(pid, libc::SIGTERM);
+        if !process::wait_exit(pid, Duration::from_secs(90)).await {
             // serve leads its own process group (setsid by `up`); its helpers are in it.
-            sys::signal(-pid, libc::SIGKILL);
-            sys::signal(pid, libc::SIGKILL);
+            process::signal_group(pid, libc::SIGKILL);
+            process::signal(pid, libc::SIGKILL);
         }
     }
-    // From here on, nothing relies on serve having cleaned up (it may have been killed -9).
+    remove_instance(&state).await?;
+    println!("localocean is down; {} removed", state.root.display());
+    Ok(())
+}
+
+/// Removes every machine, volume, namespace, mount, process and the state dir of an
+/// instance whose `serve` is no longer running. Relies on nothing serve did on its way out
+/// (it may have been killed -9), and finds everything by this instance's own records.
+async fn remove_instance(state: &StateDir) -> anyhow::Result<()> {
+    let state = state.clone();
     let cfg = InstanceConfig::load(&state)?;
     if let Some(cfg) = &cfg {
         machines::purge(&state, cfg.subnet()).await;
@@ -474,12 +577,13 @@ async fn down(state: StateDir) -> anyhow::Result<()> {
         net::delete_bridge(cfg.subnet()).await;
         release_slot(&state.root, cfg.slot);
     }
-    if state.root.exists() {
-        std::fs::remove_dir_all(&state.root)
-            .with_context(|| format!("removing {}", state.root.display()))?;
+    match std::fs::remove_dir_all(&state.root) {
+        // `down` may run while a watched serve removes the same instance.
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", state.root.display()))
+        }
+        _ => Ok(()),
     }
-    println!("localocean is down; {} removed", state.root.display());
-    Ok(())
 }
 
 async fn status(state: StateDir) -> anyhow::Result<()> {
@@ -505,6 +609,7 @@ async fn status(state: StateDir) -> anyhow::Result<()> {
             println!("localocean: running (pid {pid}, {health})");
             println!("API: {}", r.api_url);
             println!("DNS: {}", r.dns);
+            println!("resolver: {}", r.resolver);
             println!("S3:  {}", r.s3_url);
         }
         (Some(pid), _) => println!("localocean: starting (pid {pid})"),

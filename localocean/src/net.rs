@@ -8,6 +8,16 @@ use crate::machines::sys::{self, SysResult};
 /// Slots index the 512 /24 networks of 198.18.0.0/15.
 pub const MAX_SLOTS: u16 = 512;
 
+/// DigitalOcean's metadata service: the same link-local address on every droplet.
+pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+/// Where the instance serves it, on its bridge address (`api::metadata`).
+pub const METADATA_PORT: u16 = 80;
+
+/// Host numbers of each /24: droplets take the low ones, reserved IPs the top ones, so an
+/// address held by the account is never handed to a new droplet.
+pub const DROPLET_HOSTS: std::ops::RangeInclusive<u8> = 2..=199;
+pub const RESERVED_IP_HOSTS: std::ops::RangeInclusive<u8> = 200..=254;
+
 /// One localocean instance's network (`198.18.<slot>.0/24` for slots below 256).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Subnet {
@@ -20,7 +30,8 @@ impl Subnet {
         Subnet { slot }
     }
 
-    /// The `n`th address of the /24 (1 is the bridge, droplets use 2..=254).
+    /// The `n`th address of the /24 (1 is the bridge, droplets use [`DROPLET_HOSTS`], reserved
+    /// IPs [`RESERVED_IP_HOSTS`]).
     pub fn host(&self, n: u8) -> Ipv4Addr {
         Ipv4Addr::new(
             198,
@@ -28,6 +39,11 @@ impl Subnet {
             (self.slot % 256) as u8,
             n,
         )
+    }
+
+    /// The addresses reserved IPs are made from, lowest first.
+    pub fn reserved_ips(&self) -> Vec<Ipv4Addr> {
+        RESERVED_IP_HOSTS.map(|n| self.host(n)).collect()
     }
 
     pub fn bridge_ip(&self) -> Ipv4Addr {
@@ -64,7 +80,9 @@ impl Subnet {
 }
 
 /// Creates the bridge with its address (idempotent) and forbids forwarding out of it, so
-/// droplets reach only the host services and each other.
+/// droplets reach only the host services and each other; their 169.254.169.254:80 goes to
+/// this instance's metadata service on the bridge address (the source address, which names
+/// the droplet, is kept).
 pub async fn ensure_bridge(net: Subnet) -> SysResult<()> {
     let br = net.bridge_name();
     if !link_exists(&br).await {
@@ -84,7 +102,10 @@ pub async fn ensure_bridge(net: Subnet) -> SysResult<()> {
         "add table inet {table}\n\
          add chain inet {table} forward {{ type filter hook forward priority 0 ; policy accept ; }}\n\
          add rule inet {table} forward iifname \"{br}\" oifname != \"{br}\" drop\n\
-         add rule inet {table} forward oifname \"{br}\" iifname != \"{br}\" drop\n"
+         add rule inet {table} forward oifname \"{br}\" iifname != \"{br}\" drop\n\
+         add chain inet {table} metadata {{ type nat hook prerouting priority dstnat ; policy accept ; }}\n\
+         add rule inet {table} metadata iifname \"{br}\" ip daddr {METADATA_IP} tcp dport 80 dnat ip to {gw}:{METADATA_PORT}\n",
+        gw = net.bridge_ip()
     );
     nft_script(None, &script).await
 }
@@ -149,6 +170,23 @@ pub async fn create_droplet_net(net: Subnet, droplet_id: u64, ip: Ipv4Addr) -> S
             &["-n", n, "route", "add", "default", "via", gw.as_str()],
         )
         .await?;
+        // As on a droplet, the metadata service's link-local address has a route of its own.
+        let metadata = METADATA_IP.to_string();
+        sys::run(
+            "ip",
+            &[
+                "-n",
+                n,
+                "route",
+                "add",
+                metadata.as_str(),
+                "via",
+                gw.as_str(),
+                "dev",
+                "eth0",
+            ],
+        )
+        .await?;
         Ok(())
     }
     .await;
@@ -167,6 +205,76 @@ pub async fn delete_droplet_net(net: Subnet, droplet_id: u64) {
     }
     if netns_exists(&ns).await {
         sys::run_quiet("ip", &["netns", "del", ns.as_str()]).await;
+    }
+}
+
+/// Puts a reserved IP on the droplet's `eth0` as a /32 beside its own address (which stays
+/// its source address), so the bridge reaches the machine on both.
+pub async fn add_reserved_ip(net: Subnet, droplet_id: u64, ip: Ipv4Addr) -> SysResult<()> {
+    let ns = net.netns_name(droplet_id);
+    let cidr = format!("{ip}/32");
+    sys::run(
+        "ip",
+        &[
+            "-n",
+            ns.as_str(),
+            "addr",
+            "replace",
+            cidr.as_str(),
+            "dev",
+            "eth0",
+        ],
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Takes a reserved IP off the droplet; succeeds when it (or the namespace) is already gone.
+pub async fn remove_reserved_ip(net: Subnet, droplet_id: u64, ip: Ipv4Addr) {
+    let ns = net.netns_name(droplet_id);
+    if !netns_exists(&ns).await {
+        return;
+    }
+    let cidr = format!("{ip}/32");
+    sys::run_quiet(
+        "ip",
+        &[
+            "-n",
+            ns.as_str(),
+            "addr",
+            "del",
+            cidr.as_str(),
+            "dev",
+            "eth0",
+        ],
+    )
+    .await;
+}
+
+/// Drops what the host and every machine of this network cached as the link address of
+/// `ip`: after a reserved IP moved, the next packet asks the bridge again and only the
+/// machine that holds it now answers (a cached entry would keep sending to the old one).
+pub async fn forget_neighbour(net: Subnet, ip: Ipv4Addr) {
+    let ip = ip.to_string();
+    let br = net.bridge_name();
+    sys::run_quiet(
+        "ip",
+        &["neigh", "flush", "to", ip.as_str(), "dev", br.as_str()],
+    )
+    .await;
+    let prefix = format!("lo{}-d", net.slot);
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) {
+            sys::run_quiet(
+                "ip",
+                &["-n", name.as_str(), "neigh", "flush", "to", ip.as_str()],
+            )
+            .await;
+        }
     }
 }
 
@@ -236,5 +344,9 @@ mod tests {
         let long = s.veth_name(u64::MAX);
         assert!(long.len() <= 15 && long.starts_with("lov"));
         assert_ne!(long, Subnet::new(301).veth_name(u64::MAX));
+        let reserved = s.reserved_ips();
+        assert_eq!(reserved.first(), Some(&Ipv4Addr::new(198, 19, 44, 200)));
+        assert_eq!(reserved.last(), Some(&Ipv4Addr::new(198, 19, 44, 254)));
+        assert!(!DROPLET_HOSTS.contains(&200));
     }
 }

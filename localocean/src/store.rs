@@ -63,6 +63,9 @@ pub struct Droplet {
     /// Disk in GiB; can differ from the size's after a resize without `disk`.
     #[serde(default)]
     pub disk: u32,
+    /// Volumes its first boot mounts (DigitalOcean's automount, decided at create).
+    #[serde(default)]
+    pub automount_volume_ids: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -102,6 +105,10 @@ pub struct Volume {
     pub filesystem_type: String,
     pub filesystem_label: String,
     pub droplet_ids: Vec<u64>,
+    /// Whether it was ever attached: DigitalOcean automounts a volume on its first
+    /// attachment only (and only when that is a droplet's creation).
+    #[serde(default)]
+    pub attached_before: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -124,6 +131,44 @@ pub struct SpacesKey {
     pub created_at: String,
 }
 
+/// An uptime check (`/v2/uptime/checks`) with its alerts; stored, never probed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UptimeCheck {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub check_type: String,
+    pub target: String,
+    pub regions: Vec<String>,
+    pub enabled: bool,
+    pub alerts: Vec<UptimeAlert>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UptimeAlert {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub alert_type: String,
+    pub threshold: Option<i64>,
+    pub comparison: Option<String>,
+    /// `{"email": [...], "slack": [{"channel", "url"}]}`, as given.
+    pub notifications: serde_json::Value,
+    pub period: String,
+}
+
+/// A reserved IP: an address of the instance's network held by the account, assigned to at
+/// most one droplet of its region (DigitalOcean's `reserved_ip`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReservedIp {
+    pub ip: String,
+    pub region: String,
+    pub droplet_id: Option<u64>,
+    /// An action on it is in progress; DigitalOcean refuses another meanwhile.
+    pub locked: bool,
+    pub project_id: String,
+}
+
 /// Everything the API persists. Maps are ordered so listings are stable (creation order
 /// for numeric ids).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -137,6 +182,12 @@ pub struct State {
     pub volumes: Vec<Volume>,
     pub firewalls: Vec<Firewall>,
     pub spaces_keys: Vec<SpacesKey>,
+    /// In creation order (random UUID ids). Absent from state files older than it.
+    #[serde(default)]
+    pub uptime_checks: Vec<UptimeCheck>,
+    /// In creation order.
+    #[serde(default)]
+    pub reserved_ips: Vec<ReservedIp>,
 }
 
 impl State {
@@ -167,7 +218,7 @@ impl Store {
             source,
         })?;
         let path = state_dir.join(Self::FILE_NAME);
-        let state = match std::fs::read(&path) {
+        let mut state: State = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
                 path: path.clone(),
                 source,
@@ -175,6 +226,15 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(source) => return Err(StoreError::Io { path, source }),
         };
+        // A state written before `attached_before` existed: a volume attached now was
+        // attached before, so a later droplet's creation never automounts it.
+        for v in state
+            .volumes
+            .iter_mut()
+            .filter(|v| !v.droplet_ids.is_empty())
+        {
+            v.attached_before = true;
+        }
         Ok(Store {
             path,
             state: Mutex::new(state),
@@ -276,5 +336,39 @@ impl ZoneSource for Store {
                 })
                 .collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_volume_attached_in_an_older_state_counts_as_attached_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let volume = |id: &str, droplet_ids: &[u64]| {
+            serde_json::json!({
+                "id": id, "name": id, "description": "", "size_gigabytes": 1,
+                "region": "nyc3", "created_at": "2026-01-01T00:00:00Z", "tags": [],
+                "filesystem_type": "ext4", "filesystem_label": "", "droplet_ids": droplet_ids,
+            })
+        };
+        let old = serde_json::json!({
+            "next_id": 3_000_001, "ssh_keys": {}, "droplets": {}, "actions": {}, "domains": {},
+            "volumes": [volume("attached", &[3_000_001]), volume("free", &[])],
+            "firewalls": [], "spaces_keys": [],
+        });
+        std::fs::write(dir.path().join(Store::FILE_NAME), old.to_string()).unwrap();
+        let store = Store::load(dir.path()).unwrap();
+        let seen: Vec<(String, bool)> = store.read(|s| {
+            s.volumes
+                .iter()
+                .map(|v| (v.id.clone(), v.attached_before))
+                .collect()
+        });
+        assert_eq!(
+            seen,
+            [("attached".to_string(), true), ("free".to_string(), false)]
+        );
     }
 }

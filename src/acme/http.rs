@@ -16,12 +16,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Reqwest(reqwest::Client);
 
-/// badNonce answers seen, so tests can tell that Pebble's nonce rejection was exercised.
-#[cfg(test)]
-pub(super) static BAD_NONCES: std::sync::atomic::AtomicUsize =
-    std::sync::atomic::AtomicUsize::new(0);
-
 pub(super) fn client(cfg: &AcmeConfig) -> Result<Box<dyn HttpClient>, AcmeError> {
+    Ok(Box::new(Reqwest(reqwest_client(cfg)?)))
+}
+
+/// The reqwest client behind [`client`], for plain requests (renewal information).
+pub(super) fn reqwest_client(cfg: &AcmeConfig) -> Result<reqwest::Client, AcmeError> {
     let mut builder = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(Duration::from_secs(20))
@@ -46,10 +46,9 @@ pub(super) fn client(cfg: &AcmeConfig) -> Result<Box<dyn HttpClient>, AcmeError>
             builder = builder.add_root_certificate(c);
         }
     }
-    let client = builder
+    builder
         .build()
-        .map_err(|e| AcmeError::Setup(format!("building the HTTP client: {e}")))?;
-    Ok(Box::new(Reqwest(client)))
+        .map_err(|e| AcmeError::Setup(format!("building the HTTP client: {e}")))
 }
 
 fn other(e: impl std::error::Error + Send + Sync + 'static) -> instant_acme::Error {
@@ -76,19 +75,13 @@ impl HttpClient for Reqwest {
                 .send()
                 .await
                 .map_err(|e| other(e.without_url()))?;
-            let status = rsp.status();
             let mut out = http::Response::builder()
-                .status(status)
+                .status(rsp.status())
                 .version(rsp.version());
             if let Some(h) = out.headers_mut() {
                 *h = rsp.headers().clone();
             }
             let bytes = rsp.bytes().await.map_err(|e| other(e.without_url()))?;
-            #[cfg(test)]
-            if status == http::StatusCode::BAD_REQUEST && bytes.windows(8).any(|w| w == b"badNonce")
-            {
-                BAD_NONCES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
             let (parts, ()) = out.body(())?.into_parts();
             Ok(BytesResponse {
                 parts,

@@ -1,8 +1,10 @@
 //! Certificates from an ACME CA (Let's Encrypt; Pebble in tests) via instant-acme: account, order,
-//! DNS-01 through DigitalOcean records or HTTP-01 through the droplet; renewal, revoke, CAA helpers.
+//! DNS-01 through DigitalOcean records, through the droplet's own DNS server (a delegated
+//! challenge name) or HTTP-01 through the droplet; renewal rule (ARI), revoke, CAA helpers.
 
 mod dns;
 mod http;
+pub mod renewal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -119,15 +121,41 @@ pub enum Challenge {
     },
     /// A file under `paths::ACME_HTTP01_DIR` on the droplet, served by nginx on port 80.
     Http01 { transport: Arc<dyn Transport> },
+    /// A TXT record in the droplet's own DNS server, to which `_acme-challenge.<fqdn>` is
+    /// delegated (renewal on the droplet with DNS-01); `server` answers for it (the droplet's
+    /// address, port 53) when the provider has no `acme_dns_servers`.
+    Dns01Droplet {
+        transport: Arc<dyn Transport>,
+        server: SocketAddr,
+    },
 }
 
 impl Challenge {
     fn kind(&self) -> ChallengeType {
         match self {
-            Challenge::Dns01 { .. } => ChallengeType::Dns01,
+            Challenge::Dns01 { .. } | Challenge::Dns01Droplet { .. } => ChallengeType::Dns01,
             Challenge::Http01 { .. } => ChallengeType::Http01,
         }
     }
+}
+
+/// `nsupdate -l` on the droplet: its named accepts updates signed with the session key it
+/// made, readable by root only.
+fn nsupdate_command(record: &str, value: Option<&str>) -> String {
+    let update = match value {
+        Some(v) => format!("update add {record}. {CHALLENGE_TTL} TXT \"{v}\"\nsend\n"),
+        None => format!("update delete {record}. TXT\nsend\n"),
+    };
+    let once = format!("printf '%s' {} | nsupdate -l", shell_quote(&update));
+    if value.is_none() {
+        return once;
+    }
+    // named may be down (the droplet's renewal failing for that reason): it must answer now.
+    // Its session key appears a moment after it starts.
+    format!(
+        "systemctl is-active --quiet named || systemctl restart named; \
+         for i in 1 2 3 4 5 6 7 8 9 10; do {once} && exit 0; sleep 1; done; exit 1"
+    )
 }
 
 /// How long each phase took, for the lead's timing output.
@@ -206,6 +234,8 @@ pub enum AcmeError {
         #[source]
         source: DnsError,
     },
+    #[error("writing TXT {record} into the droplet's DNS server: {detail}")]
+    DropletDns { record: String, detail: String },
     #[error("the CA could not validate TXT {record}: {detail}")]
     Dns01Failed { record: String, detail: String },
     #[error("writing the HTTP-01 answer {path}: {source}")]
@@ -497,6 +527,10 @@ enum Placed {
         transport: Arc<dyn Transport>,
         path: String,
     },
+    DropletTxt {
+        transport: Arc<dyn Transport>,
+        record: String,
+    },
 }
 
 impl Placed {
@@ -512,8 +546,19 @@ impl Placed {
                 Err(e) if e.is_not_found() => Ok(()),
                 Err(e) => Err(format!("removing TXT {fqdn} (record {id}): {e}")),
             },
+            Placed::DropletTxt { transport, record } => {
+                match transport.exec(&nsupdate_command(record, None), b"").await {
+                    Ok(out) if out.success() => Ok(()),
+                    Ok(out) => Err(format!(
+                        "removing TXT {record} on {}: {}",
+                        transport.describe(),
+                        out.stderr_tail()
+                    )),
+                    Err(e) => Err(format!("removing TXT {record}: {e}")),
+                }
+            }
             Placed::File { transport, path } => {
-                let cmd = format!("rm -f {}", shell_quote(path));
+                let cmd = format!("rm -f {}", shell_quote(&transport.rooted(path)));
                 match transport.exec(&cmd, b"").await {
                     Ok(out) if out.success() => Ok(()),
                     Ok(out) => Err(format!(
@@ -745,6 +790,49 @@ async fn order(
                 tracing::info!(record = %record, servers = %dns::describe(&servers), elapsed_ms = started.elapsed().as_millis() as u64, "ACME TXT record visible");
                 record_name = Some(record);
             }
+            Challenge::Dns01Droplet { transport, server } => {
+                let record = format!("_acme-challenge.{fqdn}");
+                let value = key_auth.dns_value();
+                // The value is base64url: nothing in it can break out of the quotes.
+                placed.push(Placed::DropletTxt {
+                    transport: transport.clone(),
+                    record: record.clone(),
+                });
+                let out = transport
+                    .exec(&nsupdate_command(&record, Some(&value)), b"")
+                    .await
+                    .map_err(|source| AcmeError::Upload {
+                        path: format!("TXT {record}"),
+                        source,
+                    })?;
+                if !out.success() {
+                    return Err(AcmeError::DropletDns {
+                        record,
+                        detail: out.stderr_tail(),
+                    });
+                }
+                let servers = if cfg.dns_servers.is_empty() {
+                    vec![*server]
+                } else {
+                    cfg.dns_servers.clone()
+                };
+                dns::wait_for_txt(&record, &value, &servers, cfg.propagation_timeout)
+                    .await
+                    .map_err(|e| match e {
+                        DnsError::NotVisible { waited } => AcmeError::Propagation {
+                            record: record.clone(),
+                            servers: dns::describe(&servers),
+                            waited,
+                            hint: "check that the droplet's DNS server (named) runs and that port 53 reaches it",
+                        },
+                        source => AcmeError::Dns {
+                            record: record.clone(),
+                            source,
+                        },
+                    })?;
+                tracing::info!(record = %record, servers = %dns::describe(&servers), "ACME TXT record visible on the droplet's DNS");
+                record_name = Some(record);
+            }
             Challenge::Http01 { transport } => {
                 // The token names a file on the droplet: only base64url characters may pass.
                 let token = ch.token.clone();
@@ -861,7 +949,7 @@ async fn validation_error(
         None => summary,
     };
     match challenge {
-        Challenge::Dns01 { .. } => AcmeError::Dns01Failed {
+        Challenge::Dns01 { .. } | Challenge::Dns01Droplet { .. } => AcmeError::Dns01Failed {
             record: record.unwrap_or_else(|| format!("_acme-challenge.{fqdn}")),
             detail,
         },

@@ -24,7 +24,7 @@ pub enum Error {
     },
 
     /// The request did not complete: DNS, connect, TLS, reset, or the client-side timeout.
-    #[error("{method} {path}: {}", transport_chain(.source))]
+    #[error("{method} {path}: {}", crate::error_chain::display_chain(.source))]
     Transport {
         method: String,
         path: String,
@@ -150,22 +150,6 @@ fn request_suffix(request_id: &Option<String>) -> String {
         Some(id) if !id.is_empty() => format!(" (request id {id})"),
         _ => String::new(),
     }
-}
-
-// reqwest's own Display stops at "error sending request"; the cause ("connection refused")
-// is what a user can act on.
-fn transport_chain(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// "20m", "1m30s", "2h5m", "800ms": how long a wait lasted, for messages.

@@ -37,16 +37,6 @@ const PER_PAGE: &str = "200";
 const MAX_PAGES: usize = 1000;
 /// A `Retry-After` longer than this is cut short: a plan should fail visibly, not hang an hour.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
-/// Keys whose values are never logged, even at trace.
-const REDACTED_KEYS: &[&str] = &[
-    "user_data",
-    "secret_key",
-    "password",
-    "secret",
-    "private_key",
-    "token",
-];
-
 /// How a request may be repeated when it fails.
 ///
 /// Retry policy, and why:
@@ -647,21 +637,10 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(secs.max(1) as u64))
 }
 
-/// Replaces the values of secret-bearing keys with `"***"`, at any depth.
+/// Replaces secret values at any depth: fields by what their names say, strings by their
+/// shape (see `secret::redact_json`).
 pub fn redact(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for (k, v) in map.iter_mut() {
-                if REDACTED_KEYS.contains(&k.as_str()) && !v.is_null() {
-                    *v = Value::String("***".into());
-                } else {
-                    redact(v);
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(redact),
-        _ => {}
-    }
+    crate::secret::redact_json(value);
 }
 
 fn redacted_json(value: &Value) -> String {
@@ -677,11 +656,14 @@ fn snippet(body: &[u8], max: usize) -> String {
         Ok(v) => redacted_json(&v),
         Err(_) => {
             let mut raw = String::from_utf8_lossy(body).into_owned();
-            // Broken JSON can still hold a secret: show nothing from the first key that might.
-            if let Some(at) = REDACTED_KEYS.iter().filter_map(|k| raw.find(k)).min() {
+            // Broken JSON can still hold a secret: show nothing from the first word that
+            // names one.
+            let at = crate::secret::first_secret_word(&raw);
+            if let Some(at) = at {
                 raw.truncate(at);
                 raw.push_str("[redacted]");
             }
+            let raw = crate::secret::scrub(&raw).into_owned();
             raw.split_whitespace().collect::<Vec<_>>().join(" ")
         }
     };

@@ -71,6 +71,18 @@ impl Client {
         req: &DropletCreateRequest,
         unique_tag: &str,
     ) -> Result<Droplet, Error> {
+        Ok(self.create_droplet_watched(req, unique_tag).await?.droplet)
+    }
+
+    /// As [`Client::create_droplet`], with the id of the droplet's `create` action: the
+    /// answer links it (`links.actions`); a droplet found after an ambiguous failure has no
+    /// answer, so its actions are listed. The action is what says a boot errored: the droplet
+    /// itself stays `new`.
+    pub async fn create_droplet_watched(
+        &self,
+        req: &DropletCreateRequest,
+        unique_tag: &str,
+    ) -> Result<NewDroplet, Error> {
         let mut req = req.clone();
         if !req.tags.iter().any(|t| t == unique_tag) {
             req.tags.push(unique_tag.to_owned());
@@ -80,12 +92,53 @@ impl Client {
             let name = name.clone();
             async move {
                 let found = self.list_droplets_by_tag(unique_tag).await?;
-                Ok(found.into_iter().find(|d| d.name == name))
+                Ok(found
+                    .into_iter()
+                    .find(|d| d.name == name)
+                    .map(|droplet| DropletCreated {
+                        droplet,
+                        links: CreateLinks::default(),
+                    }))
             }
         };
-        self.create_with_recovery(self.url(&["v2", "droplets"], &[]), &req, "droplet", find)
+        let created: DropletCreated = self
+            .create_with_recovery(self.url(&["v2", "droplets"], &[]), &req, "", find)
             .await
-            .context("creating droplet", &req.name)
+            .context("creating droplet", &req.name)?;
+        let linked = created
+            .links
+            .actions
+            .iter()
+            .find(|a| a.rel == "create")
+            .map(|a| a.id);
+        let create_action = match linked {
+            Some(id) => Some(id),
+            None => match self.list_droplet_actions(created.droplet.id).await {
+                Ok(actions) => actions
+                    .into_iter()
+                    .find(|a| a.kind == "create")
+                    .map(|a| a.id),
+                Err(e) => {
+                    // Only the early failure is lost: the wait still ends at its timeout.
+                    tracing::warn!(droplet = created.droplet.id, error = %e, "cannot find the droplet's create action");
+                    None
+                }
+            },
+        };
+        Ok(NewDroplet {
+            droplet: created.droplet,
+            create_action,
+        })
+    }
+
+    /// GET /v2/droplets/{id}/actions, newest first as DigitalOcean lists them.
+    pub async fn list_droplet_actions(&self, droplet_id: u64) -> Result<Vec<Action>, Error> {
+        self.list_all(
+            self.url(&["v2", "droplets", &droplet_id.to_string(), "actions"], &[]),
+            "actions",
+        )
+        .await
+        .context("listing actions of droplet", droplet_id)
     }
 
     /// The read path: `None` when the droplet is gone.
@@ -318,6 +371,16 @@ impl Client {
         .context("listing volumes named", format!("{name} in {region}"))
     }
 
+    /// Every volume in `region`, whatever its name.
+    pub async fn list_volumes_in(&self, region: &str) -> Result<Vec<Volume>, Error> {
+        self.list_all(
+            self.url(&["v2", "volumes"], &[("region", region)]),
+            "volumes",
+        )
+        .await
+        .context("listing volumes in", region)
+    }
+
     /// Starts attach/detach/resize; wait with [`Client::wait_for_volume_action`].
     pub async fn volume_action(
         &self,
@@ -369,6 +432,13 @@ impl Client {
         self.get_opt(self.url(&["v2", "firewalls", id], &[]), "firewall")
             .await
             .context("reading firewall", id)
+    }
+
+    /// Every firewall of the account.
+    pub async fn list_firewalls(&self) -> Result<Vec<Firewall>, Error> {
+        self.list_all(self.url(&["v2", "firewalls"], &[]), "firewalls")
+            .await
+            .context("listing firewalls", "all")
     }
 
     /// PUT replaces the whole firewall: rules and droplets not in `req` are removed.
@@ -440,6 +510,18 @@ impl Client {
         .context("untagging droplet", droplet_id)
     }
 
+    /// Takes `tag` off volume `volume_id`; a tag or volume already gone counts as success.
+    pub async fn untag_volume(&self, tag: &str, volume_id: &str) -> Result<(), Error> {
+        let body =
+            json!({ "resources": [{ "resource_id": volume_id, "resource_type": "volume" }] });
+        self.delete(
+            self.url(&["v2", "tags", tag, "resources"], &[]),
+            Some(&body),
+        )
+        .await
+        .context("untagging volume", volume_id)
+    }
+
     // ---- spaces keys ----------------------------------------------------------------------
 
     /// The secret is in the answer only this once. Not retried after a 5xx: a key created
@@ -459,9 +541,156 @@ impl Client {
             .context("reading spaces key", access_key)
     }
 
+    /// Every Spaces key of the account (without secrets).
+    pub async fn list_spaces_keys(&self) -> Result<Vec<SpacesKey>, Error> {
+        self.list_all(self.url(&["v2", "spaces", "keys"], &[]), "keys")
+            .await
+            .context("listing spaces keys", "all")
+    }
+
     pub async fn delete_spaces_key(&self, access_key: &str) -> Result<(), Error> {
         self.delete(self.url(&["v2", "spaces", "keys", access_key], &[]), None)
             .await
             .context("deleting spaces key", access_key)
+    }
+
+    // ---- uptime checks ----------------------------------------------------------------------
+
+    /// Not retried after a 5xx: check names are not unique; the caller looks for a check
+    /// made unseen by its name and target (`list_uptime_checks`).
+    pub async fn create_uptime_check(&self, req: &UptimeCheck) -> Result<UptimeCheck, Error> {
+        self.post(self.url(&["v2", "uptime", "checks"], &[]), req, "check")
+            .await
+            .context("creating uptime check", &req.name)
+    }
+
+    pub async fn get_uptime_check(&self, id: &str) -> Result<Option<UptimeCheck>, Error> {
+        self.get_opt(self.url(&["v2", "uptime", "checks", id], &[]), "check")
+            .await
+            .context("reading uptime check", id)
+    }
+
+    /// Every uptime check of the account.
+    pub async fn list_uptime_checks(&self) -> Result<Vec<UptimeCheck>, Error> {
+        self.list_all(self.url(&["v2", "uptime", "checks"], &[]), "checks")
+            .await
+            .context("listing uptime checks", "all")
+    }
+
+    pub async fn update_uptime_check(
+        &self,
+        id: &str,
+        req: &UptimeCheck,
+    ) -> Result<UptimeCheck, Error> {
+        self.put(self.url(&["v2", "uptime", "checks", id], &[]), req, "check")
+            .await
+            .context("updating uptime check", id)
+    }
+
+    /// Deletes the check and its alerts; one already gone counts as deleted.
+    pub async fn delete_uptime_check(&self, id: &str) -> Result<(), Error> {
+        self.delete(self.url(&["v2", "uptime", "checks", id], &[]), None)
+            .await
+            .context("deleting uptime check", id)
+    }
+
+    pub async fn create_uptime_alert(
+        &self,
+        check_id: &str,
+        req: &UptimeAlert,
+    ) -> Result<UptimeAlert, Error> {
+        self.post(
+            self.url(&["v2", "uptime", "checks", check_id, "alerts"], &[]),
+            req,
+            "alert",
+        )
+        .await
+        .context("creating uptime alert", &req.name)
+    }
+
+    pub async fn list_uptime_alerts(&self, check_id: &str) -> Result<Vec<UptimeAlert>, Error> {
+        self.list_all(
+            self.url(&["v2", "uptime", "checks", check_id, "alerts"], &[]),
+            "alerts",
+        )
+        .await
+        .context("listing uptime alerts of check", check_id)
+    }
+
+    pub async fn update_uptime_alert(
+        &self,
+        check_id: &str,
+        id: &str,
+        req: &UptimeAlert,
+    ) -> Result<UptimeAlert, Error> {
+        self.put(
+            self.url(&["v2", "uptime", "checks", check_id, "alerts", id], &[]),
+            req,
+            "alert",
+        )
+        .await
+        .context("updating uptime alert", id)
+    }
+
+    pub async fn delete_uptime_alert(&self, check_id: &str, id: &str) -> Result<(), Error> {
+        self.delete(
+            self.url(&["v2", "uptime", "checks", check_id, "alerts", id], &[]),
+            None,
+        )
+        .await
+        .context("deleting uptime alert", id)
+    }
+
+    // ---- reserved IPs ---------------------------------------------------------------------
+
+    /// A reserved IP in `region`, unassigned. Not retried after a 5xx: a second one would
+    /// be another address, which no state would know.
+    pub async fn create_reserved_ip(&self, region: &str) -> Result<ReservedIp, Error> {
+        self.post(
+            self.url(&["v2", "reserved_ips"], &[]),
+            &json!({ "region": region }),
+            "reserved_ip",
+        )
+        .await
+        .context("creating a reserved IP in region", region)
+    }
+
+    /// `None` when the account no longer holds it.
+    pub async fn get_reserved_ip(&self, ip: &str) -> Result<Option<ReservedIp>, Error> {
+        self.get_opt(self.url(&["v2", "reserved_ips", ip], &[]), "reserved_ip")
+            .await
+            .context("reading reserved IP", ip)
+    }
+
+    /// A reserved IP already gone is success.
+    pub async fn delete_reserved_ip(&self, ip: &str) -> Result<(), Error> {
+        self.delete(self.url(&["v2", "reserved_ips", ip], &[]), None)
+            .await
+            .context("deleting reserved IP", ip)
+    }
+
+    /// Starts moving the reserved IP to `droplet_id` (from wherever it is); wait for the
+    /// action with [`Client::wait_for_action`].
+    pub async fn assign_reserved_ip(&self, ip: &str, droplet_id: u64) -> Result<Action, Error> {
+        self.post(
+            self.url(&["v2", "reserved_ips", ip, "actions"], &[]),
+            &json!({ "type": "assign", "droplet_id": droplet_id }),
+            "action",
+        )
+        .await
+        .context(
+            &format!("assigning to droplet {droplet_id} reserved IP"),
+            ip,
+        )
+    }
+
+    pub async fn unassign_reserved_ip(&self, ip: &str) -> Result<Action, Error> {
+        self.post(
+            self.url(&["v2", "reserved_ips", ip, "actions"], &[]),
+            &json!({ "type": "unassign" }),
+            "action",
+        )
+        .await
+        .context("unassigning reserved IP", ip)
     }
 }

@@ -705,6 +705,114 @@ async fn wait_stops_tolerating_404_after_the_grace() {
 }
 
 #[tokio::test]
+async fn create_droplet_watched_reads_the_linked_create_action() {
+    let server = Server::start(droplet_api(0, false)).await;
+    let created = client(&server, 3)
+        .create_droplet_watched(&create_request("tf-acc-test-w"), "tf-acc-test-w-1")
+        .await
+        .unwrap();
+    assert_eq!(created.droplet.id, 1000);
+    assert_eq!(created.create_action, Some(1));
+    assert_eq!(server.requests().len(), 1, "{:?}", server.requests());
+}
+
+#[tokio::test]
+async fn create_droplet_found_after_a_5xx_finds_its_create_action_in_its_actions() {
+    let api = droplet_api(1, true);
+    let server = Server::start(move |r| match (r.method.as_str(), r.path.as_str()) {
+        ("GET", "/v2/droplets/1000/actions") => resp(
+            200,
+            json!({"actions": [
+                {"id": 77, "status": "completed", "type": "rename", "resource_id": 1000, "resource_type": "droplet"},
+                {"id": 76, "status": "in-progress", "type": "create", "resource_id": 1000, "resource_type": "droplet"}
+            ], "links": {}, "meta": {"total": 2}}),
+        ),
+        _ => api(r),
+    })
+    .await;
+    let created = client(&server, 3)
+        .create_droplet_watched(&create_request("tf-acc-test-x"), "tf-acc-test-x-1")
+        .await
+        .unwrap();
+    assert_eq!(server.count("POST", "/v2/droplets"), 1);
+    assert_eq!(created.droplet.id, 1000);
+    assert_eq!(created.create_action, Some(76));
+}
+
+#[tokio::test]
+async fn a_create_action_that_errors_ends_the_wait_at_once_naming_the_droplet() {
+    let action_reads = Arc::new(AtomicUsize::new(0));
+    let reads = action_reads.clone();
+    let server = Server::start(move |r| match r.path.as_str() {
+        "/v2/droplets/42" => resp(200, json!({"droplet": droplet_json(42, "d", "new", &[])})),
+        "/v2/actions/7" => {
+            let status = match reads.fetch_add(1, Ordering::SeqCst) {
+                0 => "in-progress",
+                _ => "errored",
+            };
+            resp(
+                200,
+                json!({"action": {"id": 7, "status": status, "type": "create", "resource_id": 42, "resource_type": "droplet"}}),
+            )
+        }
+        _ => do_error(404, "not_found", "?"),
+    })
+    .await;
+    let started = Instant::now();
+    let err = client(&server, 0)
+        .wait_for_new_droplet(42, Some(7), Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!err.is_timeout());
+    assert_eq!(
+        err.to_string(),
+        "waiting for droplet (42) to become active: action 7 (create) errored"
+    );
+    assert_eq!(action_reads.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_completed_create_action_waits_for_the_droplet_to_turn_active() {
+    let droplet_reads = Arc::new(AtomicUsize::new(0));
+    let reads = droplet_reads.clone();
+    let server = Server::start(move |r| match r.path.as_str() {
+        "/v2/droplets/42" => {
+            let status = match reads.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => "new",
+                _ => "active",
+            };
+            resp(200, json!({"droplet": droplet_json(42, "d", status, &[])}))
+        }
+        // An action that cannot be read does not end the wait either.
+        "/v2/actions/7" => do_error(500, "server_error", "?"),
+        "/v2/actions/8" => resp(
+            200,
+            json!({"action": {"id": 8, "status": "completed", "type": "create", "resource_id": 42, "resource_type": "droplet"}}),
+        ),
+        _ => do_error(404, "not_found", "?"),
+    })
+    .await;
+    let c = client(&server, 0);
+    let d = c
+        .wait_for_new_droplet(42, Some(8), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(d.status, "active");
+    droplet_reads.store(0, Ordering::SeqCst);
+    let d = c
+        .wait_for_new_droplet(42, Some(7), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(d.status, "active");
+    assert_eq!(server.count("GET", "/v2/actions/7"), 2);
+}
+
+#[tokio::test]
 async fn actions_complete_or_fail_by_status() {
     let server = Server::start(|r| match (r.method.as_str(), r.path.as_str()) {
         ("POST", "/v2/droplets/9/actions") => {
@@ -989,4 +1097,71 @@ fn urls_encode_segments_and_links_stay_on_the_endpoint() {
     })
     .unwrap_err();
     assert_no_secret(&format!("{bad} {bad:?}"));
+}
+
+/// Uptime checks and alerts against localocean's API (which validates them as DigitalOcean's
+/// spec does): created, found in the paged list, updated, and deleted with their alerts.
+#[tokio::test]
+async fn uptime_checks_and_alerts_round_trip() {
+    use crate::testkit::api::Api;
+    use localocean::testkit::NoSpaces;
+    let api = Api::start(std::sync::Arc::new(NoSpaces)).await;
+    let c = &api.client;
+    let mut req = UptimeCheck {
+        name: "registry-uptime".into(),
+        check_type: "https".into(),
+        target: "https://registry.example.com".into(),
+        regions: vec!["us_east".into(), "eu_west".into()],
+        enabled: true,
+        ..Default::default()
+    };
+    let check = c.create_uptime_check(&req).await.unwrap();
+    assert!(!check.id.is_empty());
+    assert_eq!(check.target, req.target);
+    let all = c.list_uptime_checks().await.unwrap();
+    assert_eq!(all.iter().filter(|x| x.id == check.id).count(), 1);
+    req.name = "registry-uptime-2".into();
+    let updated = c.update_uptime_check(&check.id, &req).await.unwrap();
+    assert_eq!(updated.name, "registry-uptime-2");
+    let alert = UptimeAlert {
+        name: "certificate".into(),
+        alert_type: "ssl_expiry".into(),
+        threshold: Some(14),
+        comparison: Some("less_than".into()),
+        notifications: UptimeNotifications {
+            email: vec!["localocean@localhost".into()],
+            slack: vec![],
+        },
+        period: "2m".into(),
+        ..Default::default()
+    };
+    let made = c.create_uptime_alert(&check.id, &alert).await.unwrap();
+    assert_eq!(made.threshold, Some(14));
+    let again = UptimeAlert {
+        threshold: Some(7),
+        ..alert.clone()
+    };
+    let changed = c
+        .update_uptime_alert(&check.id, &made.id, &again)
+        .await
+        .unwrap();
+    assert_eq!(changed.threshold, Some(7));
+    let alerts = c.list_uptime_alerts(&check.id).await.unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].notifications.email, ["localocean@localhost"]);
+    // An unverified address is refused, naming it.
+    let bad = UptimeAlert {
+        notifications: UptimeNotifications {
+            email: vec!["nobody@example.com".into()],
+            slack: vec![],
+        },
+        ..alert
+    };
+    let err = c.create_uptime_alert(&check.id, &bad).await.unwrap_err();
+    assert!(err.to_string().contains("nobody@example.com"), "{err}");
+    c.delete_uptime_alert(&check.id, &made.id).await.unwrap();
+    c.delete_uptime_check(&check.id).await.unwrap();
+    assert!(c.get_uptime_check(&check.id).await.unwrap().is_none());
+    // Gone already: deleted.
+    c.delete_uptime_check(&check.id).await.unwrap();
 }

@@ -177,6 +177,36 @@ pub struct Networks {
     pub v6: Vec<NetworkAddress>,
 }
 
+/// The answer to POST /v2/droplets (one droplet): the droplet and the actions it started.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct DropletCreated {
+    pub droplet: Droplet,
+    #[serde(default)]
+    pub links: CreateLinks,
+}
+
+/// `links` of a create answer; DigitalOcean links the droplet's `create` action there.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CreateLinks {
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub actions: Vec<ActionLink>,
+}
+
+/// `action_link`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ActionLink {
+    pub id: u64,
+    #[serde(default)]
+    pub rel: String,
+}
+
+/// A droplet just created, and its `create` action when known.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NewDroplet {
+    pub droplet: Droplet,
+    pub create_action: Option<u64>,
+}
+
 /// `droplet`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 pub struct Droplet {
@@ -466,6 +496,30 @@ pub struct PendingChange {
     pub status: String,
 }
 
+/// `reserved_ip`: the address is its id.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct ReservedIp {
+    pub ip: String,
+    /// The droplet it is assigned to; null when unassigned.
+    #[serde(default)]
+    pub droplet: Option<ReservedIpDroplet>,
+    /// An action on it is in progress.
+    #[serde(default)]
+    pub locked: bool,
+}
+
+/// The part of a reserved IP's `droplet` the resource reads.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct ReservedIpDroplet {
+    pub id: u64,
+}
+
+impl ReservedIp {
+    pub fn droplet_id(&self) -> Option<u64> {
+        self.droplet.as_ref().map(|d| d.id)
+    }
+}
+
 /// `firewall`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 pub struct Firewall {
@@ -529,4 +583,48 @@ pub struct SpacesKeyCreated {
 pub struct SpacesKeyCreateRequest {
     pub name: String,
     pub grants: Vec<Grant>,
+}
+
+/// An uptime check (`/v2/uptime/checks`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct UptimeCheck {
+    #[serde(default, skip_serializing)]
+    pub id: String,
+    pub name: String,
+    /// `ping`, `http` or `https`.
+    #[serde(rename = "type")]
+    pub check_type: String,
+    pub target: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub regions: Vec<String>,
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// Who an uptime alert notifies. DigitalOcean requires both lists, empty or not.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct UptimeNotifications {
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub email: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub slack: Vec<serde_json::Value>,
+}
+
+/// An alert of an uptime check.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct UptimeAlert {
+    #[serde(default, skip_serializing)]
+    pub id: String,
+    pub name: String,
+    /// `latency`, `down`, `down_global` or `ssl_expiry`.
+    #[serde(rename = "type")]
+    pub alert_type: String,
+    /// Days for `ssl_expiry`, milliseconds for `latency`; none for `down`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<String>,
+    #[serde(default)]
+    pub notifications: UptimeNotifications,
+    pub period: String,
 }

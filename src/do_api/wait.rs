@@ -74,24 +74,54 @@ impl Client {
         id: u64,
         timeout: Duration,
     ) -> Result<Droplet, Error> {
+        self.wait_for_new_droplet(id, None, timeout).await
+    }
+
+    /// As [`Client::wait_for_droplet_active`], watching the droplet's `create` action too: a
+    /// boot that errors leaves the droplet `new` and only its action says so, so without the
+    /// action the wait would last until its timeout.
+    pub async fn wait_for_new_droplet(
+        &self,
+        id: u64,
+        create_action: Option<u64>,
+        timeout: Duration,
+    ) -> Result<Droplet, Error> {
         let what = format!("waiting for droplet ({id}) to become active");
         let grace = self.timings().not_found_grace;
         let what = &what;
         self.poll_until(what, timeout, |elapsed| async move {
-            match self.get_droplet(id).await? {
-                None if elapsed < grace => Ok(Poll::Pending("not found".into())),
-                None => Err(Error::UnexpectedState {
-                    what: what.clone(),
-                    state: "not found".into(),
-                    target: "active".into(),
-                }),
-                Some(d) if d.status == "active" => Ok(Poll::Done(d)),
-                Some(d) if d.status == "new" || d.status.is_empty() => Ok(Poll::Pending(d.status)),
-                Some(d) => Err(Error::UnexpectedState {
-                    what: what.clone(),
-                    state: d.status,
-                    target: "active".into(),
-                }),
+            let pending = match self.get_droplet(id).await? {
+                None if elapsed < grace => "not found".to_owned(),
+                None => {
+                    return Err(Error::UnexpectedState {
+                        what: what.clone(),
+                        state: "not found".into(),
+                        target: "active".into(),
+                    })
+                }
+                Some(d) if d.status == "active" => return Ok(Poll::Done(d)),
+                Some(d) if d.status == "new" || d.status.is_empty() => d.status,
+                Some(d) => {
+                    return Err(Error::UnexpectedState {
+                        what: what.clone(),
+                        state: d.status,
+                        target: "active".into(),
+                    })
+                }
+            };
+            let Some(action_id) = create_action else {
+                return Ok(Poll::Pending(pending));
+            };
+            match self.get_action(action_id).await {
+                // Its state, not the action's: a completed action whose droplet still reads
+                // `new` is a droplet about to turn active.
+                Ok(a) => action_poll(what, a).map(|_| Poll::Pending(pending)),
+                // The droplet's own state still ends the wait; an unreadable action only
+                // delays noticing an errored boot.
+                Err(e) => {
+                    tracing::debug!(droplet = id, action = action_id, error = %e, "reading the create action");
+                    Ok(Poll::Pending(pending))
+                }
             }
         })
         .await

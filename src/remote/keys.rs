@@ -1,8 +1,10 @@
-//! Ed25519 keys for the droplet: the provider's management key and the host key it pins.
-//! Public keys are OpenSSH one-liners; fingerprints read as `ssh-keygen -l` prints them.
+//! Ed25519 keys for the droplet: the provider's management key, the host keys it pins (the
+//! throwaway one a droplet is born with, the registry's own one derived from the management
+//! key) and which host keys a connection accepts. Fingerprints read as `ssh-keygen -l` prints.
 
 use base64::Engine;
 use sha2::Digest;
+use ssh_key::private::{Ed25519Keypair, KeypairData};
 use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey};
 
 use super::RemoteError;
@@ -37,6 +39,93 @@ pub fn generate_ed25519(comment: &str) -> Result<GeneratedKey, RemoteError> {
         public_openssh,
         fingerprint_sha256: public.fingerprint(HashAlg::Sha256).to_string(),
     })
+}
+
+/// The comment of the registry's host key: the same on every droplet of the registry.
+pub const HOST_KEY_COMMENT: &str = "terraform-provider-docker host key";
+
+/// The registry's SSH host key, derived from the management key (which never leaves state),
+/// so it is the same for every droplet of the registry and can always be found again: a
+/// rotation interrupted after the droplet got this key but before state recorded it still
+/// ends in a connection, never in a lock-out. Deterministic to the byte.
+pub fn derived_host_key(management_private: &Secret) -> Result<GeneratedKey, RemoteError> {
+    // The parse error may quote the input; it is replaced by a fixed message.
+    let mgmt = PrivateKey::from_openssh(management_private.expose())
+        .map_err(|_| RemoteError::Key("the management key is not a valid OpenSSH key".into()))?;
+    let seed = mgmt
+        .key_data()
+        .ed25519()
+        .ok_or_else(|| RemoteError::Key("the management key is not an Ed25519 key".into()))?
+        .private
+        .to_bytes();
+    let mut h = sha2::Sha256::new();
+    h.update(b"terraform-provider-docker ssh host key v1\0");
+    h.update(seed);
+    let derived: [u8; 32] = h.finalize().into();
+    let key = PrivateKey::new(
+        KeypairData::Ed25519(Ed25519Keypair::from_seed(&derived)),
+        HOST_KEY_COMMENT,
+    )
+    .map_err(|e| RemoteError::Key(format!("making the host key: {e}")))?;
+    let private = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| RemoteError::Key(format!("encoding the host key: {e}")))?;
+    let public = key.public_key();
+    Ok(GeneratedKey {
+        private_openssh: Secret::new(private.as_str()),
+        public_openssh: public
+            .to_openssh()
+            .map_err(|e| RemoteError::Key(format!("encoding the host key: {e}")))?,
+        fingerprint_sha256: public.fingerprint(HashAlg::Sha256).to_string(),
+    })
+}
+
+/// Which host keys a connection accepts. Checked before authenticating, so a machine that
+/// shows any other key is never offered the management key nor sent anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostKeyPolicy {
+    /// OpenSSH public key lines.
+    pub accepted: Vec<String>,
+    /// Fingerprint of the host key in the droplet's user data, once the droplet was moved off
+    /// it: every process on the droplet can read that key from the metadata service, so a
+    /// machine showing it is refused with a message that says so.
+    pub user_data_fingerprint: Option<String>,
+}
+
+impl HostKeyPolicy {
+    /// Exactly one key.
+    pub fn only(public_openssh: &str) -> HostKeyPolicy {
+        HostKeyPolicy {
+            accepted: vec![public_openssh.to_owned()],
+            user_data_fingerprint: None,
+        }
+    }
+
+    /// Ok when `offered` (a wire-format blob) is an accepted key; the refusal names the
+    /// address, the expected fingerprints and the offered one.
+    pub fn check(&self, addr: &str, offered: &[u8]) -> Result<(), RemoteError> {
+        let mut expected = Vec::new();
+        for line in &self.accepted {
+            let blob = public_key_blob(line)?;
+            if blob == offered {
+                return Ok(());
+            }
+            expected.push(fingerprint_of_blob(&blob));
+        }
+        let offered = fingerprint_of_blob(offered);
+        if self.user_data_fingerprint.as_deref() == Some(offered.as_str()) {
+            return Err(RemoteError::UserDataHostKey {
+                addr: addr.to_owned(),
+                expected: expected.join(" or "),
+                offered,
+            });
+        }
+        Err(RemoteError::HostKeyMismatch {
+            addr: addr.to_owned(),
+            expected: expected.join(" or "),
+            offered,
+        })
+    }
 }
 
 /// The SSH wire-format blob of an OpenSSH public key line: what the server sends as its host
@@ -100,6 +189,69 @@ mod tests {
         assert!(!format!("{k:?}").contains("PRIVATE"));
         let other = generate_ed25519("x").unwrap();
         assert_ne!(other.public_openssh, k.public_openssh);
+    }
+
+    #[test]
+    fn the_derived_host_key_is_stable_and_the_management_keys_own() {
+        let mgmt = generate_ed25519("terraform-provider-docker").unwrap();
+        let a = derived_host_key(&mgmt.private_openssh).unwrap();
+        let b = derived_host_key(&mgmt.private_openssh).unwrap();
+        // Byte for byte: state compares the strings.
+        assert_eq!(a.private_openssh, b.private_openssh);
+        assert_eq!(a.public_openssh, b.public_openssh);
+        assert!(a.public_openssh.ends_with(HOST_KEY_COMMENT));
+        assert_eq!(
+            public_from_private(&a.private_openssh).unwrap(),
+            a.public_openssh
+        );
+        assert_eq!(
+            fingerprint_sha256(&a.public_openssh).unwrap(),
+            a.fingerprint_sha256
+        );
+        // Not the management key itself, and another management key gives another host key.
+        assert_ne!(
+            public_key_blob(&a.public_openssh).unwrap(),
+            public_key_blob(&mgmt.public_openssh).unwrap()
+        );
+        let other = generate_ed25519("terraform-provider-docker").unwrap();
+        assert_ne!(
+            derived_host_key(&other.private_openssh)
+                .unwrap()
+                .public_openssh,
+            a.public_openssh
+        );
+        let err = derived_host_key(&Secret::new("garbage s3cr3t")).unwrap_err();
+        assert!(!err.to_string().contains("s3cr3t"));
+    }
+
+    #[test]
+    fn a_policy_refuses_other_keys_and_names_the_user_data_key() {
+        let kept = generate_ed25519("kept").unwrap();
+        let birth = generate_ed25519("birth").unwrap();
+        let stranger = generate_ed25519("stranger").unwrap();
+        let blob = |k: &GeneratedKey| public_key_blob(&k.public_openssh).unwrap();
+        let policy = HostKeyPolicy {
+            accepted: vec![kept.public_openssh.clone()],
+            user_data_fingerprint: Some(birth.fingerprint_sha256.clone()),
+        };
+        policy.check("198.18.0.2", &blob(&kept)).unwrap();
+        let err = policy.check("198.18.0.2", &blob(&birth)).unwrap_err();
+        assert!(matches!(err, RemoteError::UserDataHostKey { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("user data") && msg.contains(&birth.fingerprint_sha256),
+            "{msg}"
+        );
+        assert!(msg.contains(&kept.fingerprint_sha256), "{msg}");
+        let err = policy.check("198.18.0.2", &blob(&stranger)).unwrap_err();
+        assert!(matches!(err, RemoteError::HostKeyMismatch { .. }), "{err}");
+        // While the birth key is accepted (before the rotation), it opens.
+        let both = HostKeyPolicy {
+            accepted: vec![birth.public_openssh.clone(), kept.public_openssh.clone()],
+            user_data_fingerprint: None,
+        };
+        both.check("a", &blob(&birth)).unwrap();
+        both.check("a", &blob(&kept)).unwrap();
     }
 
     #[test]

@@ -1,21 +1,28 @@
 //! Talking to the droplet: a small `Transport` trait (SSH in production, a local shell in
 //! tests), atomic uploads, one-round-trip file digests, and the converge step built on them.
+//! Every command the provider runs on a droplet is built here, and so is the outside check.
 
+pub mod commands;
+pub mod connect;
 pub mod converge;
+pub mod host_key;
 pub mod keys;
+pub mod outside;
 pub mod ssh;
-
-#[cfg(test)]
-pub(crate) mod local;
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+pub use connect::{Connector, Machine, SshConnector};
 pub use converge::{
-    converge, desired_files, managed_paths, ConvergeReport, Effect, ManagedFile, TlsMaterial,
+    converge, desired_files, install_packages, managed_paths, resume_renewal, ConvergeReport,
+    Effect, ManagedFile, TlsMaterial,
 };
-pub use keys::{fingerprint_sha256, generate_ed25519, GeneratedKey};
+pub use keys::{
+    derived_host_key, fingerprint_sha256, generate_ed25519, GeneratedKey, HostKeyPolicy,
+};
+pub use outside::{Expectation, HttpsCheck, OutsideCheck, StorageProbe};
 pub use ssh::SshTransport;
 
 /// What a remote command left behind.
@@ -48,8 +55,14 @@ fn tail(bytes: &[u8], lines: usize) -> String {
 pub enum RemoteError {
     #[error("connecting to {addr}: {message}")]
     Connect { addr: String, message: String },
-    #[error("host key of {addr} does not match the one installed at create (expected {expected}, the server offered {offered}); refusing to connect")]
+    #[error("host key of {addr} does not match the one the provider installed (expected {expected}, the server offered {offered}). Refusing to connect: nothing was sent. Another machine may be answering at this address, or someone changed the droplet's key by hand: put the key back (the state's `host_private_key`), or replace the droplet (`droplet_generation`; images on the droplet's own disk go with it)")]
     HostKeyMismatch {
+        addr: String,
+        expected: String,
+        offered: String,
+    },
+    #[error("droplet {addr} presents the SSH host key from its user data ({offered}), which any process on the droplet can read from the metadata service; the provider replaced that key and accepts only {expected}. Refusing to connect: nothing was sent. Someone put the old key back, or another machine answers for the droplet")]
+    UserDataHostKey {
         addr: String,
         expected: String,
         offered: String,
@@ -78,8 +91,22 @@ pub enum RemoteError {
     Protocol { what: String, detail: String },
     #[error("invalid key: {0}")]
     Key(String),
+    /// The check from outside (`https://<fqdn>/v2/` at the droplet's address) failed.
+    #[error("{url} at {ip}: {detail}")]
+    Outside {
+        url: String,
+        ip: std::net::IpAddr,
+        detail: String,
+    },
     #[error(transparent)]
     Render(#[from] crate::render::RenderError),
+    /// The registry could not use its storage: names the storage, says what to check.
+    #[error("the registry cannot use its storage, {storage}: {detail}. {advice}")]
+    Storage {
+        storage: String,
+        detail: String,
+        advice: String,
+    },
 }
 
 /// The one thing the converge logic needs from a machine: run a command with some stdin.
@@ -92,11 +119,22 @@ pub trait Transport: Send + Sync {
     /// Names the machine in error messages.
     fn describe(&self) -> String;
 
+    /// Where the machine's `/` is for the paths the commands here name: `""` on a droplet;
+    /// a test machine keeps its files under a directory of its own.
+    fn fs_root(&self) -> &str {
+        ""
+    }
+
+    /// `path` (absolute, as on a droplet) where this machine holds it.
+    fn rooted(&self, path: &str) -> String {
+        format!("{}{path}", self.fs_root())
+    }
+
     /// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync'd, renamed
     /// over the target, then the directory fsync'd. A reader sees the old or the new file,
     /// never a half-written one.
     async fn upload(&self, path: &str, bytes: &[u8], mode: u32) -> Result<(), RemoteError> {
-        let cmd = atomic_write_command(path, mode);
+        let cmd = atomic_write_command(&self.rooted(path), mode);
         let out = self.exec(&cmd, bytes).await?;
         if !out.success() {
             return Err(RemoteError::Command {
@@ -139,13 +177,23 @@ pub async fn managed_file_digests(
     transport: &dyn Transport,
     paths: &[&str],
 ) -> Result<BTreeMap<String, String>, RemoteError> {
-    if paths.is_empty() {
-        return Ok(BTreeMap::new());
+    Ok(managed_file_digests_and(transport, paths, None).await?.0)
+}
+
+/// [`managed_file_digests`], and in the same round trip the output of `extra` (a shell
+/// command list), printed after the digests.
+pub async fn managed_file_digests_and(
+    transport: &dyn Transport,
+    paths: &[&str],
+    extra: Option<&str>,
+) -> Result<(BTreeMap<String, String>, String), RemoteError> {
+    if paths.is_empty() && extra.is_none() {
+        return Ok((BTreeMap::new(), String::new()));
     }
     let mut cmd = String::from("for p in");
     for p in paths {
         cmd.push(' ');
-        cmd.push_str(&shell_quote(p));
+        cmd.push_str(&shell_quote(&transport.rooted(p)));
     }
     // One line per path, in order: "<hex>" or "absent". sha256sum reads from stdin so that
     // odd file names cannot change the shape of its output.
@@ -153,6 +201,10 @@ pub async fn managed_file_digests(
         "; do if [ -f \"$p\" ]; then sha256sum < \"$p\" | cut -d' ' -f1 || echo unreadable; \
          else echo absent; fi; done",
     );
+    if let Some(extra) = extra {
+        cmd.push_str("; echo @@DIGESTS-END; ");
+        cmd.push_str(extra);
+    }
     let what = format!("reading file digests on {}", transport.describe());
     let out = transport.exec(&cmd, b"").await?;
     if !out.success() {
@@ -162,7 +214,14 @@ pub async fn managed_file_digests(
             stderr: out.stderr_tail(),
         });
     }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let all = String::from_utf8_lossy(&out.stdout);
+    let (text, rest) = match extra {
+        Some(_) => all
+            .split_once("@@DIGESTS-END\n")
+            .map(|(d, r)| (d.to_owned(), r.to_owned()))
+            .unwrap_or((all.to_string(), String::new())),
+        None => (all.to_string(), String::new()),
+    };
     let lines: Vec<&str> = text.lines().collect();
     if lines.len() != paths.len() {
         return Err(RemoteError::Protocol {
@@ -182,7 +241,7 @@ pub async fn managed_file_digests(
         }
         digests.insert((*path).to_owned(), line.to_owned());
     }
-    Ok(digests)
+    Ok((digests, rest))
 }
 
 /// sha256 hex of `bytes`, as `sha256sum` prints it.
@@ -193,8 +252,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::local::LocalTransport;
     use super::*;
+    use crate::testkit::LocalTransport;
 
     #[test]
     fn quoting_survives_quotes() {
@@ -204,13 +263,16 @@ mod tests {
     #[tokio::test]
     async fn upload_is_atomic_and_sets_mode() {
         let t = LocalTransport::new();
-        let path = t.root().join("etc/x/file.conf");
-        let path = path.to_str().unwrap();
+        let path = "/etc/x/file.conf";
         t.upload(path, b"one\n", 0o640).await.unwrap();
         t.upload(path, b"two\n", 0o640).await.unwrap();
-        assert_eq!(std::fs::read(path).unwrap(), b"two\n");
+        assert_eq!(std::fs::read(t.path(path)).unwrap(), b"two\n");
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(t.path(path))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o640);
         // New directories stay enterable by other users (nginx workers serving ACME tokens).
         let dir_mode = std::fs::metadata(t.root().join("etc/x"))
@@ -232,16 +294,9 @@ mod tests {
     #[tokio::test]
     async fn digests_in_one_round_trip() {
         let t = LocalTransport::new();
-        let a = t.root().join("a");
-        std::fs::write(&a, b"hello\n").unwrap();
-        let odd = t.root().join("it's b");
-        std::fs::write(&odd, b"").unwrap();
-        let missing = t.root().join("missing");
-        let paths = [
-            a.to_str().unwrap(),
-            odd.to_str().unwrap(),
-            missing.to_str().unwrap(),
-        ];
+        std::fs::write(t.path("/a"), b"hello\n").unwrap();
+        std::fs::write(t.path("/it's b"), b"").unwrap();
+        let paths = ["/a", "/it's b", "/missing"];
         let before = t.exec_count();
         let d = managed_file_digests(&t, &paths).await.unwrap();
         assert_eq!(t.exec_count() - before, 1);

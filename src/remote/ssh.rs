@@ -1,5 +1,5 @@
-//! The SSH transport (ssh2/libssh2, blocking, run on tokio's blocking pool): pins the host key
-//! the provider generated, logs in as root with the management key, and runs commands.
+//! The SSH transport (ssh2/libssh2, blocking, run on tokio's blocking pool): accepts only the
+//! host keys its policy names, logs in as root with the management key, and runs commands.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use ssh2::Session;
 
-use super::keys::{fingerprint_of_blob, public_key_blob};
+use super::keys::HostKeyPolicy;
 use super::{Output, RemoteError, Transport};
 use crate::secret::Secret;
 
@@ -54,13 +54,29 @@ impl SshTransport {
         expected_host_key: &str,
         deadline: Instant,
     ) -> Result<Self, RemoteError> {
+        let policy = HostKeyPolicy::only(expected_host_key);
+        Self::connect_with(addr, user, private_key, &policy, deadline).await
+    }
+
+    /// [`SshTransport::connect`] accepting the host keys of `policy`.
+    pub async fn connect_with(
+        addr: &str,
+        user: &str,
+        private_key: &Secret,
+        policy: &HostKeyPolicy,
+        deadline: Instant,
+    ) -> Result<Self, RemoteError> {
         let addr = addr.to_owned();
         let user = user.to_owned();
         let private_key = private_key.clone();
-        let expected_blob = public_key_blob(expected_host_key)?;
+        // A policy naming a key that does not parse fails here, before any connection.
+        for line in &policy.accepted {
+            super::keys::public_key_blob(line)?;
+        }
+        let policy = policy.clone();
         let task_addr = addr.clone();
         let session = tokio::task::spawn_blocking(move || {
-            connect_blocking(&task_addr, &user, &private_key, &expected_blob, deadline)
+            connect_blocking(&task_addr, &user, &private_key, &policy, deadline)
         })
         .await
         .map_err(|e| RemoteError::Connect {
@@ -107,7 +123,7 @@ fn connect_blocking(
     addr: &str,
     user: &str,
     private_key: &Secret,
-    expected_blob: &[u8],
+    policy: &HostKeyPolicy,
     deadline: Instant,
 ) -> Result<Session, RemoteError> {
     let sockaddr = resolve(addr)?;
@@ -117,7 +133,7 @@ fn connect_blocking(
     let mut backoff = Duration::from_millis(500);
     loop {
         attempts += 1;
-        match attempt(addr, sockaddr, user, private_key, expected_blob, deadline) {
+        match attempt(addr, sockaddr, user, private_key, policy, deadline) {
             Ok(session) => return Ok(session),
             Err(Attempt::Fatal(e)) => return Err(e),
             Err(Attempt::Mismatch(e)) => {
@@ -153,7 +169,7 @@ fn attempt(
     sockaddr: SocketAddr,
     user: &str,
     private_key: &Secret,
-    expected_blob: &[u8],
+    policy: &HostKeyPolicy,
     deadline: Instant,
 ) -> Result<Session, Attempt> {
     let remaining = deadline.saturating_duration_since(Instant::now());
@@ -183,12 +199,12 @@ fn attempt(
     let (offered, _) = session
         .host_key()
         .ok_or_else(|| Attempt::Retry("server sent no host key".into()))?;
-    if offered != expected_blob {
-        return Err(Attempt::Mismatch(RemoteError::HostKeyMismatch {
-            addr: addr.to_owned(),
-            expected: fingerprint_of_blob(expected_blob),
-            offered: fingerprint_of_blob(offered),
-        }));
+    match policy.check(addr, offered) {
+        Ok(()) => {}
+        // No booting droplet shows the key it was born with once it was moved off it: that
+        // machine is not to be trusted, now or in a moment.
+        Err(e @ RemoteError::UserDataHostKey { .. }) => return Err(Attempt::Fatal(e)),
+        Err(e) => return Err(Attempt::Mismatch(e)),
     }
 
     session

@@ -1,5 +1,7 @@
 //! Cloud-init user data for the droplet's first boot: authorise the provider's key for root and
-//! install the host key the provider generated. Nothing else, and never a password or token.
+//! install the throwaway host key the droplet is born with. Nothing else, never a password or
+//! token: user data stays readable on the droplet (the metadata service), so the provider moves
+//! the droplet to the registry's own host key right after its first connection.
 
 use serde::Serialize;
 
@@ -15,8 +17,8 @@ struct CloudConfig<'a> {
     // creating a `debian` account with the same key and passwordless sudo.
     users: [(); 0],
     ssh_authorized_keys: [&'a str; 1],
-    // Remove the image's host keys and generate none: the only host key is ours, which the
-    // provider pins when it connects (no trust on first use).
+    // Remove the image's host keys and generate none: the only host key is the born one, which
+    // the provider pins when it first connects (no trust on first use), and replaces.
     ssh_deletekeys: bool,
     ssh_genkeytypes: [(); 0],
     ssh_keys: SshKeys<'a>,
@@ -29,6 +31,7 @@ struct SshKeys<'a> {
 }
 
 /// `#cloud-config` followed by JSON (YAML accepts JSON, and serde_json escapes every value).
+/// `host_key_ed25519_*` is the droplet's born key, never the registry's own.
 pub fn user_data(
     management_pubkey: &str,
     host_key_ed25519_private: &Secret,

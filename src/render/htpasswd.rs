@@ -1,15 +1,15 @@
-//! The two htpasswd files nginx checks on every request: all users (pull) and push users.
-//! Lines are `name:$2y$...`, sorted by name so the same users always give the same digest.
+//! The two htpasswd files the token endpoint reads per token request: all users (checked by
+//! auth_basic) and push users (granted push). Lines are `name:$2y$...`, sorted by name.
 
 use std::collections::BTreeMap;
 
 use super::{Access, RenderError, User};
 use crate::secret::Secret;
 
-/// nginx runs crypt(3) inside its event loop on every authenticated request, and a docker pull
-/// makes dozens of them: cost 10 costs ~60 ms of a droplet's CPU per request and stalls every
-/// other client of that worker meanwhile. Cost 8 (~15 ms) keeps an offline attack on a stolen
-/// file expensive while keeping pulls fast.
+/// nginx runs crypt(3) inside its event loop on every token request (one or two per docker
+/// operation), stalling every other client of that worker meanwhile: cost 10 costs ~60 ms of a
+/// droplet's CPU, cost 8 (~15 ms) keeps an offline attack on a stolen file expensive while
+/// keeping logins and pulls quick.
 pub const BCRYPT_COST: u32 = 8;
 
 /// A `$2y$` bcrypt hash of `password`, the variant Debian's libcrypt (and Apache's htpasswd)
@@ -27,12 +27,12 @@ pub fn password_matches(password: &Secret, bcrypt_hash: &str) -> bool {
     bcrypt::verify(password.expose(), bcrypt_hash).unwrap_or(false)
 }
 
-/// Every user: the file nginx checks for GET and HEAD.
+/// Every user: the file nginx checks a token request's password against.
 pub fn htpasswd(users: &[User]) -> Result<String, RenderError> {
     render(users, |_| true)
 }
 
-/// Push users only: the file nginx checks for every other method.
+/// Push users only: the token endpoint grants push and delete to the names listed.
 pub fn htpasswd_push(users: &[User]) -> Result<String, RenderError> {
     render(users, |u| u.access == Access::Push)
 }

@@ -2,9 +2,14 @@
 //! No I/O here; `remote::converge` writes what these functions return.
 
 pub mod cloud_init;
+pub mod firewall;
+pub mod gc;
 pub mod htpasswd;
 pub mod nginx;
 pub mod registry;
+pub mod renewal;
+pub mod token;
+pub mod ui;
 
 #[cfg(test)]
 pub(crate) mod golden;
@@ -13,6 +18,7 @@ pub use cloud_init::user_data;
 pub use htpasswd::{hash_password, htpasswd, htpasswd_push};
 pub use nginx::nginx_site;
 pub use registry::{registry_config, registry_dropin};
+pub use token::{token_key, TokenKey, TOKEN_JS, TOKEN_PATH};
 
 use crate::secret::Secret;
 
@@ -24,10 +30,16 @@ pub mod paths {
     pub const NGINX_SITE: &str = "/etc/nginx/conf.d/docker-registry.conf";
     /// Debian's stock site listens on :80 as default_server and would clash with ours.
     pub const NGINX_DEFAULT_SITE: &str = "/etc/nginx/sites-enabled/default";
-    /// Every user: checked for GET/HEAD.
+    /// Every user: nginx checks a token request's password against it (auth_basic).
     pub const HTPASSWD: &str = "/etc/nginx/registry/htpasswd";
-    /// Push users only: checked for every other method.
+    /// Push users only: the token endpoint grants push to the names listed here.
     pub const HTPASSWD_PUSH: &str = "/etc/nginx/registry/htpasswd-push";
+    /// The njs token endpoint.
+    pub const TOKEN_JS: &str = "/etc/nginx/registry/token.js";
+    /// The token signing key: nginx workers (www-data) read it, nothing else.
+    pub const TOKEN_KEY: &str = "/etc/nginx/registry/token-key.pem";
+    /// The signing key's certificate, the registry's `rootcertbundle` (public).
+    pub const TOKEN_CERT: &str = "/etc/docker/registry/token-signer.crt";
     pub const TLS_CERT_CHAIN: &str = "/etc/nginx/registry/tls/fullchain.pem";
     pub const TLS_PRIVATE_KEY: &str = "/etc/nginx/registry/tls/privkey.pem";
     pub const ACME_HTTP01_DIR: &str = "/var/www/acme-challenge";
@@ -39,24 +51,46 @@ pub mod paths {
     /// Debian's package creates it owned by docker-registry.
     pub const DROPLET_STORAGE: &str = "/var/lib/docker-registry";
     pub const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
+    /// The web page (`ui = true`): static files nginx serves, public.
+    pub const UI_DIR: &str = "/var/www/registry-ui";
+    pub const UI_INDEX: &str = "/var/www/registry-ui/index.html";
+    pub const UI_SCRIPT: &str = "/var/www/registry-ui/app.js";
+    pub const UI_STYLE: &str = "/var/www/registry-ui/app.css";
+    /// While it exists nginx refuses every write (destroy measures stored images meanwhile).
+    pub const WRITES_STOPPED: &str = "/etc/nginx/registry/writes-stopped";
+    /// Our nftables rules (not Debian's /etc/nftables.conf, a conffile that flushes every
+    /// other table when loaded).
+    pub const FIREWALL_RULES: &str = "/etc/nftables.d/terraform-provider-docker.nft";
+    pub const FIREWALL_UNIT: &str = "/etc/systemd/system/terraform-provider-firewall.service";
 }
 
 /// What a user may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Access {
-    /// GET/HEAD only.
+    /// Tokens that allow pull only.
     Pull,
-    /// Every method.
+    /// Tokens that allow pull, push and delete.
     Push,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct User {
     pub name: String,
     /// `$2y$`/`$2b$` bcrypt, computed once by the resource layer (see `hash_password`) and
     /// kept in state: re-hashing on every apply would change the file's digest each time.
     pub bcrypt_hash: String,
     pub access: Access,
+}
+
+// A bcrypt hash can be cracked offline: `Debug` leaves it out.
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("bcrypt_hash", &crate::secret::REDACTED)
+            .field("access", &self.access)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +140,12 @@ pub struct RegistrySpec {
     pub tls: TlsPaths,
     /// Files named after HTTP-01 tokens, served under `/.well-known/acme-challenge/`.
     pub acme_http01_dir: String,
+    /// Serve the web page at `https://<fqdn>/` (see `ui`).
+    pub ui: bool,
+    /// The droplet renews its certificate itself (`tls.renew = "droplet"` with ACME).
+    pub renewal: Option<renewal::RenewalSpec>,
+    /// Garbage collection on the droplet (`garbage_collection`), when configured.
+    pub gc: Option<gc::GcSpec>,
 }
 
 impl RegistrySpec {
@@ -119,6 +159,9 @@ impl RegistrySpec {
             http_secret,
             tls: TlsPaths::default(),
             acme_http01_dir: paths::ACME_HTTP01_DIR.to_owned(),
+            ui: false,
+            renewal: None,
+            gc: None,
         }
     }
 
@@ -142,6 +185,9 @@ pub enum RenderError {
     DuplicateUser(String),
     #[error("hashing a password failed: {0}")]
     Hash(String),
+    /// Names the step (encoding, certificate); never the key.
+    #[error("preparing the token signing key failed: {0}")]
+    TokenKey(String),
     #[error(
         "{field} {value:?} may not hold whitespace, quotes, ';', braces or control characters"
     )]

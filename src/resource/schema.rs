@@ -12,6 +12,8 @@ pub const DEFAULT_SIZE: &str = "s-1vcpu-1gb";
 pub const DEFAULT_IMAGE: &str = "debian-12-x64";
 pub const DEFAULT_ACCESS: &str = "push";
 pub const DEFAULT_CIDRS: [&str; 2] = ["0.0.0.0/0", "::/0"];
+/// The state's shape; `upgrade` brings older states to it.
+pub const SCHEMA_VERSION: i64 = 2;
 
 fn a(ty: T, c: C, sensitive: bool, desc: &str) -> Attribute {
     Attribute {
@@ -41,12 +43,17 @@ fn strings() -> T {
     T::List(Box::new(T::String))
 }
 
+fn strings_map() -> T {
+    T::Map(Box::new(T::String))
+}
+
 pub fn schema() -> Schema {
+    // Nothing inside a user is marked sensitive: `users` is, as a whole (see its description
+    // in the attributes below for why).
     let user = map(vec![
-        ("password", a(T::String, C::Optional, true, "Plaintext password (12 characters or more). The provider hashes it with bcrypt; only the hash reaches the droplet. Exactly one of `password` and `password_bcrypt`.")),
-        ("password_bcrypt", a(T::String, C::Optional, true, "A bcrypt hash (`$2y$`, `$2b$` or `$2a$`), for passwords you do not want in state. Exactly one of `password` and `password_bcrypt`.")),
-        ("access", a(T::String, C::OptionalComputed, false, "`push` (default: pull and push) or `pull` (GET and HEAD only).")),
-        ("bcrypt_hash", a(T::String, C::Computed, true, "The hash written to the droplet; kept until the password changes.")),
+        ("password", a(T::String, C::Optional, false, "Plaintext password (12 to 72 bytes). The provider hashes it with bcrypt; only the hash reaches the droplet. At most one of `password` and `password_bcrypt`; with neither, the provider generates one (see `generated_passwords`).")),
+        ("password_bcrypt", a(T::String, C::Optional, false, "A bcrypt hash (`$2y$`, `$2b$` or `$2a$`), for passwords you do not want in state. At most one of `password` and `password_bcrypt`.")),
+        ("access", a(T::String, C::Optional, false, "`push` (pull and push; what an unset `access` means) or `pull` (pull only). The effective value of every user is in `user_access`.")),
     ]);
     let tls = block(
         "Where the registry's certificate comes from. Without this block: `acme`.",
@@ -115,6 +122,24 @@ pub fn schema() -> Schema {
                 ),
             ),
             (
+                "renew",
+                a(
+                    T::String,
+                    C::OptionalComputed,
+                    false,
+                    "`droplet` (default): the droplet renews its ACME certificate itself (a systemd timer runs Debian's certbot when the CA's renewal information, or else `renew_before_days`, says so) with no DigitalOcean credential on it, and the provider takes the renewed certificate into state at refresh. With `dns-01` the provider delegates `_acme-challenge.<fqdn>` to the droplet (an NS record), whose DNS server answers for that one name on port 53. `plan`: renewal only through `tofu plan`/`apply`.",
+                ),
+            ),
+            (
+                "renew_interval",
+                a(
+                    T::String,
+                    C::OptionalComputed,
+                    false,
+                    "How often the droplet checks whether to renew, as a Go duration (default `12h`, at least `5s`).",
+                ),
+            ),
+            (
                 "certificate_pem",
                 a(
                     T::String,
@@ -142,6 +167,26 @@ pub fn schema() -> Schema {
             ("bucket", a(T::String, C::Optional, false, "`spaces` only: the bucket, in the registry's region; created if missing.")),
             ("force_destroy", a(T::Bool, C::OptionalComputed, false, "Let destroy delete a volume or bucket that still holds images (default false).")),
             ("spaces_redirect", a(T::Bool, C::OptionalComputed, false, "`spaces` only: redirect pulls to Spaces instead of proxying blobs through the droplet (default false).")),
+            ("spaces_access_id", a(T::String, C::Optional, true, "`spaces` only: a Spaces access key used instead of the provider's `spaces_access_id` to create, check and empty this registry's bucket. Set with `spaces_secret_key`. The registry itself still gets its own key for its bucket only; changing these keys recreates nothing.")),
+            ("spaces_secret_key", a(T::String, C::Optional, true, "`spaces` only: the secret of `storage.spaces_access_id`.")),
+        ],
+    );
+    let monitoring = block(
+        "A DigitalOcean uptime check of `https://<fqdn>` with alerts by e-mail: when the served certificate expires within `ssl_expiry_days` (so a renewal that keeps failing is noticed before users are), and when the registry is down. Removing the block, or `uptime_check = false`, deletes the check and its alerts.",
+        vec![
+            ("uptime_check", a(T::Bool, C::Optional, false, "Make the uptime check (type `https`, target `https://<fqdn>`) and its alerts (default false).")),
+            ("alert_emails", a(strings(), C::Optional, false, "Who the alerts mail; required with `uptime_check = true`. DigitalOcean mails only addresses verified on the account.")),
+            ("ssl_expiry_days", a(T::Number, C::Optional, false, "Alert when the served certificate expires within this many days (default 14, 1 to 365). With ACME, keep it below `tls.renew_before_days`, so that the alert means renewal failed.")),
+            ("down_alert", a(T::Bool, C::Optional, false, "Also alert when the check finds the registry down in any of its regions (default true).")),
+            ("regions", a(strings(), C::Optional, false, "Where DigitalOcean checks from: `us_east`, `us_west`, `eu_west`, `se_asia` (default all four).")),
+        ],
+    );
+    let garbage_collection = block(
+        "Garbage collection on the droplet: a run frees the space of blobs no manifest references any more (after tags or manifests were deleted) with no failed pull. During a run nginx answers pushes and deletes `503` with `Retry-After` while pulls go on; uploads in flight get up to 5 minutes to finish first (else the run collects nothing and says so); the registry restarts afterwards (its cache would serve deleted blobs) with a standby process answering meanwhile. Without this block: no collection.",
+        vec![
+            ("schedule", a(T::String, C::Optional, false, "When to collect, as a systemd `OnCalendar` expression (`daily`, `Sun 03:00`, `*-*-* 04:30:00 UTC`); checked at plan time for the common forms (weekdays, `YYYY-MM-DD`, `HH:MM[:SS]` with `*`, lists, ranges `..` and repetitions `/`). Without it, collections run only when `run` changes.")),
+            ("delete_untagged", a(T::Bool, C::Optional, false, "Also delete manifests no tag points at (`garbage-collect --delete-untagged`; default false). Images pushed by digest only are then lost at the next run.")),
+            ("run", a(T::Number, C::Optional, false, "Change it (a counter, like `droplet_generation`) to run one collection during the next apply; the result shows in `garbage_collection_last_run` and `garbage_collection_freed_bytes`.")),
         ],
     );
     let timeouts = block(
@@ -165,52 +210,76 @@ pub fn schema() -> Schema {
         ("ssh_allowed_cidrs", a(strings(), C::OptionalComputed, false, "Who may reach port 22 (DigitalOcean firewall). Default: anywhere.")),
         ("users", Attribute {
             attr_type: T::AttributeMap(user),
-            description: Description::markdown("Registry users by name. Changes apply on the running registry with no restart."),
+            description: Description::markdown("Registry users by name: `{ password = ... }`, `{ password_bcrypt = ... }` or `{}` (a generated password), each with an optional `access`. Changes apply on the running registry with no restart. Sensitive as a whole: OpenTofu marks every sensitive attribute inside a map element on its own, and its cost grows with the square of the number of users (about 4 s of every plan at 1,000 users); plans show who is added, removed or changes access in `user_access`."),
             constraint: C::Optional,
-            sensitive: false,
+            sensitive: true,
             deprecated: false,
         }),
         ("anonymous_pull", a(T::Bool, C::OptionalComputed, false, "Let anyone pull without credentials (default false). Pushing still needs a `push` user.")),
+        ("ui", a(T::Bool, C::OptionalComputed, false, "Serve a web page at `https://<fqdn>/` (default false): repositories, their tags with digest, size, platforms and creation time, and the `docker pull` command to copy. People sign in with their registry user (the password stays in the browser tab's memory); with `anonymous_pull`, a repository opens by name without signing in. Push users can delete a tag there, after a confirmation: the registry accepts deletes (of a manifest, by digest) from push users, as docker's API does.")),
+        ("reserved_ip", a(T::Bool, C::OptionalComputed, false, "Give the registry a DigitalOcean reserved IP (default false): the A record points at it, and a droplet replacement (`image`, `droplet_generation`) moves it to the new droplet once that is verified, with no DNS change and no wait for caches: no client is left with an old address. Turning it on or off changes the record in place; destroy deletes the reserved IP.")),
         ("tags", a(strings(), C::Optional, false, "Tags for the droplet.")),
+        ("http_secret", a(T::String, C::OptionalComputed, true, "The registry's `http.secret` (it signs upload state, and the provider derives the key that signs the registry's tokens from it): set it when several servers must share one, 16 to 256 printable ASCII characters without spaces. Unset: a random one generated once and kept across applies and droplet replacements. Removing it from the configuration returns to a newly generated one. A change rewrites the registry's configuration and restarts it (uploads in progress and tokens issued before fail once).")),
         // Computed.
         ("id", a(T::String, C::Computed, false, "The registry's id: its fqdn.")),
         ("droplet_id", a(T::Number, C::Computed, false, "Id of the droplet that serves the registry.")),
         ("ipv4_address", a(T::String, C::Computed, false, "Public IPv4 address of the droplet.")),
         ("ipv6_address", a(T::String, C::Computed, false, "Public IPv6 address of the droplet, when it has one.")),
+        ("reserved_ip_address", a(T::String, C::Computed, false, "The reserved IP the A record points at, with `reserved_ip = true`.")),
         ("url", a(T::String, C::Computed, false, "`https://<fqdn>`.")),
         ("domain", a(T::String, C::Computed, false, "The DigitalOcean domain that holds the registry's records.")),
         ("record_id", a(T::Number, C::Computed, false, "Id of the A record for the fqdn.")),
         ("caa_record_id", a(T::Number, C::Computed, false, "Id of the CAA record, with `tls.caa = true`.")),
         ("aaaa_record_id", a(T::Number, C::Computed, false, "Id of the AAAA record, when the droplet has IPv6.")),
         ("firewall_id", a(T::String, C::Computed, false, "Id of the DigitalOcean firewall in front of the droplet.")),
-        ("host_key_fingerprint", a(T::String, C::Computed, false, "SSH host key fingerprint of the droplet (`SHA256:…`); the provider installs this key and accepts no other.")),
+        ("host_key_fingerprint", a(T::String, C::Computed, false, "SSH host key fingerprint of the droplet (`SHA256:…`): the registry's own key, the same on every droplet of the registry, installed right after the droplet's first boot; the provider accepts no other.")),
+        ("user_data_host_key_fingerprint", a(T::String, C::Computed, false, "Fingerprint of the throwaway SSH host key the droplet was born with. Its user data carries that key, and any process on the droplet can read user data from the metadata service, so right after the first connection the provider installs the registry's own key (`host_key_fingerprint`) and refuses this one.")),
         ("certificate_pem", a(T::String, C::Computed, false, "The certificate the registry serves.")),
         ("certificate_not_after", a(T::String, C::Computed, false, "When the certificate expires (RFC 3339).")),
         ("ca_certificate_pem", a(T::String, C::Computed, false, "With `self_signed`: the CA to put in `/etc/docker/certs.d/<fqdn>/ca.crt`.")),
+        ("certificate_renew_at", a(T::String, C::Computed, false, "When the certificate is due for renewal (RFC 3339): a moment in the CA's suggested window (ACME Renewal Information, RFC 9773) when the CA offers one, else `renew_before_days` before expiry. The droplet and the plan use the same rule.")),
+        ("renewal_status", a(T::String, C::Computed, false, "What the droplet's last renewal check did (JSON: `result` waiting, renewed or failed, `checked_at`, `renew_at`, and a short `message` when it failed), as last read.")),
+        ("acme_delegation_record_id", a(T::Number, C::Computed, false, "With `renew = \"droplet\"` and `dns-01`: id of the NS record that delegates `_acme-challenge.<fqdn>` to the droplet.")),
+        ("uptime_check_id", a(T::String, C::Computed, false, "With `monitoring.uptime_check`: id of the DigitalOcean uptime check.")),
+        ("uptime_alert_ids", a(strings_map(), C::Computed, false, "With `monitoring.uptime_check`: ids of the check's alerts by type (`ssl_expiry`, `down`).")),
+        ("garbage_collection_last_run", a(T::String, C::Computed, false, "When the droplet's last garbage collection finished (RFC 3339), as last read; null before the first.")),
+        ("garbage_collection_freed_bytes", a(T::Number, C::Computed, false, "What the last garbage collection freed, in bytes, as last read (null with Spaces, whose bucket is not measured).")),
+        ("acme_ca_certificates", a(T::String, C::Computed, false, "The provider's `acme_ca_certificates` as last read: the extra roots the droplet trusts for the ACME directory when it renews.")),
         ("registry_version", a(T::String, C::Computed, false, "Version of the registry running on the droplet.")),
-        ("docker_config_json", a(T::String, C::Computed, true, "A docker `config.json` with an `auths` entry for each user that has a plaintext password.")),
+        ("docker_config_json", a(T::String, C::Computed, true, "A docker `config.json` with credentials for one user (docker keeps one per registry): the first push user by name whose password the provider knows (given or generated), else the first such pull user.")),
+        ("user_access", a(strings_map(), C::Computed, false, "Every user's effective access (`push` or `pull`) by name: what plans show of `users`, which is sensitive.")),
+        ("generated_passwords", a(strings_map(), C::Computed, true, "The passwords the provider generated, by user name: one for each user given neither `password` nor `password_bcrypt` (32 random letters and digits), kept until that user sets a password or is removed.")),
+        ("bcrypt_hashes", a(strings_map(), C::Computed, true, "The bcrypt hash of each user, as written to the droplet: `password_bcrypt`, or a hash the provider made, kept until the password changes.")),
+        ("docker_config_jsons", a(strings_map(), C::Computed, true, "A docker `config.json` per user whose password the provider knows (given or generated), by user name: `{\"auths\": {\"<fqdn>\": {\"auth\": \"<base64 of user:password>\"}}}`, as `docker login` writes it. Docker, podman and skopeo (`--authfile`) read it, and it is the `.dockerconfigjson` of a Kubernetes image pull secret as it is: the kubernetes provider's `data` takes it unencoded; a Secret manifest's `data` takes `base64encode()` of it.")),
         ("storage_used_bytes", a(T::Number, C::Computed, false, "How much the registry stores, as last read.")),
         ("volume_id", a(T::String, C::Computed, false, "Id of the volume, with `backend = \"volume\"`.")),
         ("spaces_endpoint", a(T::String, C::Computed, false, "With `backend = \"spaces\"`: the S3 endpoint the registry uses.")),
         ("spaces_key_id", a(T::String, C::Computed, false, "With `backend = \"spaces\"`: the access key the registry holds: readwrite on its bucket only, never the provider's own credentials.")),
-        ("files_digest", a(T::Map(Box::new(T::String)), C::Computed, false, "sha256 of each file the provider manages on the droplet; a hand edit shows up here in the plan and the next apply restores the file.")),
+        ("bucket_created", a(T::Bool, C::Computed, false, "With `backend = \"spaces\"`: whether this registry created the bucket. A bucket that existed before is adopted, and destroy never empties nor deletes it, even with `force_destroy`.")),
+        ("retired_droplet_ids", a(T::List(Box::new(T::Number)), C::Computed, false, "Droplets this registry replaced and could not delete yet (an API failure): the next apply, or destroy, deletes them.")),
+        ("files_digest", a(strings_map(), C::Computed, false, "sha256 of each file the provider manages on the droplet; a hand edit shows up here in the plan and the next apply restores the file.")),
         ("management_private_key", a(T::String, C::Computed, true, "The provider's own SSH key for the droplet (OpenSSH format).")),
         ("management_public_key", a(T::String, C::Computed, false, "Public half of the management key.")),
-        ("host_private_key", a(T::String, C::Computed, true, "The droplet's SSH host key, generated by the provider.")),
+        ("host_private_key", a(T::String, C::Computed, true, "The droplet's SSH host key, derived by the provider from the management key; never in user data.")),
         ("host_public_key", a(T::String, C::Computed, false, "Public half of the droplet's SSH host key.")),
         ("tls_private_key_pem", a(T::String, C::Computed, true, "Private key of the served certificate.")),
         ("ca_private_key_pem", a(T::String, C::Computed, true, "With `self_signed`: the private CA's key.")),
         ("acme_account_key", a(T::String, C::Computed, true, "The ACME account's credentials, made once per registry.")),
         ("spaces_secret_key", a(T::String, C::Computed, true, "Secret of `spaces_key_id`.")),
-        ("http_secret", a(T::String, C::Computed, true, "The registry's `http.secret`.")),
     ]);
 
     let mut blocks = HashMap::new();
     blocks.insert("tls".to_owned(), NestedBlock::Optional(tls));
     blocks.insert("storage".to_owned(), NestedBlock::Optional(storage));
     blocks.insert("timeouts".to_owned(), NestedBlock::Optional(timeouts));
+    blocks.insert("monitoring".to_owned(), NestedBlock::Optional(monitoring));
+    blocks.insert(
+        "garbage_collection".to_owned(),
+        NestedBlock::Optional(garbage_collection),
+    );
     Schema {
-        version: 1,
+        // 2: users lost `bcrypt_hash` (now `bcrypt_hashes`); see `upgrade`.
+        version: SCHEMA_VERSION,
         block: Block {
             version: 1,
             attributes,
@@ -221,4 +290,24 @@ pub fn schema() -> Schema {
             deprecated: false,
         },
     }
+}
+
+/// True when an attribute (at any depth) of that name is sensitive: what `Debug` of the state
+/// types hides whatever the name says.
+pub fn is_sensitive(name: &str) -> bool {
+    fn in_block(b: &Block, name: &str) -> bool {
+        b.attributes.iter().any(|(n, a)| {
+            (n == name && a.sensitive)
+                || matches!(&a.attr_type, T::AttributeMap(m) | T::AttributeSingle(m) | T::AttributeList(m) | T::AttributeSet(m)
+                    if m.iter().any(|(n, a)| n == name && a.sensitive))
+        }) || b.blocks.values().any(|nb| match nb {
+            NestedBlock::Single(b)
+            | NestedBlock::List(b)
+            | NestedBlock::Set(b)
+            | NestedBlock::Map(b)
+            | NestedBlock::Group(b)
+            | NestedBlock::Optional(b) => in_block(b, name),
+        })
+    }
+    in_block(&schema().block, name)
 }

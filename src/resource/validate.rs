@@ -5,9 +5,13 @@ use std::time::Duration;
 
 use tf_provider::{AttributePath, Diagnostics};
 
+use super::model::{parse_access, Backend, ChallengeKind, TlsSource, ACCESS_ALL, MAX_TIMEOUT};
 use super::state::{known, RegistryState, StorageState, TlsState, UserState};
+use crate::acme::KeyType;
 
 pub const MIN_PASSWORD_LEN: usize = 12;
+/// bcrypt ignores every byte after the 72nd.
+pub const MAX_PASSWORD_BYTES: usize = 72;
 pub const MAX_USERNAME_LEN: usize = 64;
 
 fn err(diags: &mut Diagnostics, path: AttributePath, summary: &str, detail: String) {
@@ -109,20 +113,14 @@ pub fn check_user(diags: &mut Diagnostics, name: &str, user: &UserState) {
     }
     let has_pw = !user.password.is_null();
     let has_hash = !user.password_bcrypt.is_null();
-    match (has_pw, has_hash) {
-        (true, true) => err(
+    // Neither: the provider generates a password (`generated_passwords`).
+    if has_pw && has_hash {
+        err(
             diags,
             path.clone(),
             "Conflicting passwords",
-            format!("User {name:?} sets both `password` and `password_bcrypt`; set exactly one."),
-        ),
-        (false, false) => err(
-            diags,
-            path.clone(),
-            "Missing password",
-            format!("User {name:?} needs `password` or `password_bcrypt`."),
-        ),
-        _ => {}
+            format!("User {name:?} sets both `password` and `password_bcrypt`; set at most one (or neither, for a generated password)."),
+        );
     }
     if let Some(pw) = user.password.as_ref_option() {
         if pw.chars().count() < MIN_PASSWORD_LEN {
@@ -131,6 +129,13 @@ pub fn check_user(diags: &mut Diagnostics, name: &str, user: &UserState) {
                 path.clone().attribute("password"),
                 "Password too short",
                 format!("The password of user {name:?} has {} characters; use {MIN_PASSWORD_LEN} or more.", pw.chars().count()),
+            );
+        } else if pw.len() > MAX_PASSWORD_BYTES {
+            err(
+                diags,
+                path.clone().attribute("password"),
+                "Password too long",
+                format!("The password of user {name:?} is {} bytes long; bcrypt reads only the first {MAX_PASSWORD_BYTES}, so use at most {MAX_PASSWORD_BYTES}.", pw.len()),
             );
         }
     }
@@ -145,34 +150,58 @@ pub fn check_user(diags: &mut Diagnostics, name: &str, user: &UserState) {
         }
     }
     if let Some(access) = user.access.as_ref_option() {
-        if access != "push" && access != "pull" {
+        if parse_access(access).is_none() {
             err(
                 diags,
                 path.attribute("access"),
                 "Invalid `access`",
-                format!("User {name:?} has access {access:?}; use \"push\" or \"pull\"."),
+                format!(
+                    "User {name:?} has access {access:?}; use {}.",
+                    quoted(ACCESS_ALL, " or ")
+                ),
             );
         }
     }
 }
 
-pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
-    let (ip, len) = s.split_once('/').ok_or("no `/prefix`")?;
-    let ip: std::net::IpAddr = ip
-        .parse()
-        .map_err(|_| format!("{ip:?} is not an IP address"))?;
-    let len: u8 = len
-        .parse()
-        .map_err(|_| format!("{len:?} is not a prefix length"))?;
+/// Why a string is not a CIDR block.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CidrError {
+    #[error("no `/prefix`")]
+    NoPrefix,
+    #[error("{0:?} is not an IP address")]
+    Address(String),
+    #[error("{0:?} is not a prefix length")]
+    Length(String),
+    #[error("prefix /{len} is longer than /{max}")]
+    TooLong { len: u8, max: u8 },
+}
+
+pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), CidrError> {
+    let (ip, len) = s.split_once('/').ok_or(CidrError::NoPrefix)?;
+    let ip: std::net::IpAddr = ip.parse().map_err(|_| CidrError::Address(ip.to_owned()))?;
+    let len: u8 = len.parse().map_err(|_| CidrError::Length(len.to_owned()))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     if len > max {
-        return Err(format!("prefix /{len} is longer than /{max}"));
+        return Err(CidrError::TooLong { len, max });
     }
     Ok((ip, len))
 }
 
-/// Parses a Go-style duration: `90s`, `20m`, `1h30m`, `1.5h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+/// Why a string is not a timeout.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DurationError {
+    #[error("{0:?} is not a duration like \"20m\" or \"1h30m\"")]
+    Shape(String),
+    #[error("{0:?}: unknown unit {1:?} (use h, m, s)")]
+    Unit(String, String),
+    #[error("{0:?} is longer than the longest timeout, {}h", MAX_TIMEOUT.as_secs() / 3600)]
+    TooLong(String),
+}
+
+/// Parses a Go-style duration: `90s`, `20m`, `1h30m`, `1.5h`; at most [`MAX_TIMEOUT`], so
+/// that no value can overflow a `Duration` or a deadline.
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let mut total = 0f64;
     let mut num = String::new();
     let mut seen = false;
@@ -184,62 +213,101 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
         let mut unit = c.to_string();
         if c == 'm' && chars.peek() == Some(&'s') {
-            unit.push(chars.next().unwrap());
+            unit.push('s');
+            chars.next();
         }
         let n: f64 = num
             .parse()
-            .map_err(|_| format!("{s:?} is not a duration"))?;
+            .map_err(|_| DurationError::Shape(s.to_owned()))?;
         num.clear();
         total += n * match unit.as_str() {
             "h" => 3600.0,
             "m" => 60.0,
             "s" => 1.0,
             "ms" => 0.001,
-            _ => return Err(format!("{s:?}: unknown unit {unit:?} (use h, m, s)")),
+            _ => return Err(DurationError::Unit(s.to_owned(), unit)),
         };
         seen = true;
     }
     if !num.is_empty() || !seen {
-        return Err(format!("{s:?} is not a duration like \"20m\" or \"1h30m\""));
+        return Err(DurationError::Shape(s.to_owned()));
     }
-    Ok(Duration::from_secs_f64(total))
+    match Duration::try_from_secs_f64(total) {
+        Ok(d) if d <= MAX_TIMEOUT => Ok(d),
+        _ => Err(DurationError::TooLong(s.to_owned())),
+    }
+}
+
+/// `"a", "b"` for messages.
+fn quoted(allowed: &[&str], sep: &str) -> String {
+    allowed
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+/// `garbage_collection`: the schedule is checked as well as can be without systemd (see
+/// `render::gc::check_on_calendar`), the counter as `droplet_generation` is.
+fn check_gc(diags: &mut Diagnostics, g: &super::state::GcState) {
+    let attr = |a: &'static str| {
+        AttributePath::new("garbage_collection")
+            .index(0)
+            .attribute(a)
+    };
+    if let Some(schedule) = g.schedule.as_ref_option() {
+        if let Err(why) = crate::render::gc::check_on_calendar(schedule) {
+            err(
+                diags,
+                attr("schedule"),
+                "Invalid `garbage_collection.schedule`",
+                format!("{schedule:?} is not a systemd OnCalendar expression this provider accepts: {why}. Use a shorthand (`daily`, `weekly`) or `[weekdays] [YYYY-MM-DD] HH:MM[:SS]`, for example `Sun 03:00` or `*-*-* 04:30:00 UTC`."),
+            );
+        }
+    }
+    if let Some(n) = g.run.as_ref_option() {
+        if *n < 0 {
+            err(
+                diags,
+                attr("run"),
+                "Invalid `garbage_collection.run`",
+                format!("{n} is negative."),
+            );
+        }
+    }
 }
 
 pub fn check_tls(diags: &mut Diagnostics, tls: &TlsState) {
     let p = || AttributePath::new("tls").index(0);
-    let one_of =
-        |diags: &mut Diagnostics, attr: &'static str, v: &super::state::S, allowed: &[&str]| {
-            if let Some(v) = v.as_ref_option() {
-                if !allowed.contains(&v.as_str()) {
-                    err(
-                        diags,
-                        p().attribute(attr),
-                        &format!("Invalid `tls.{attr}`"),
-                        format!(
-                            "{v:?} is not one of {}.",
-                            allowed
-                                .iter()
-                                .map(|a| format!("\"{a}\""))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    );
-                }
+    let one_of = |diags: &mut Diagnostics,
+                  attr: &'static str,
+                  v: &super::state::S,
+                  allowed: &[&str],
+                  ok: &dyn Fn(&str) -> bool| {
+        if let Some(v) = v.as_ref_option() {
+            if !ok(v) {
+                err(
+                    diags,
+                    p().attribute(attr),
+                    &format!("Invalid `tls.{attr}`"),
+                    format!("{v:?} is not one of {}.", quoted(allowed, ", ")),
+                );
             }
-        };
+        }
+    };
+    one_of(diags, "source", &tls.source, TlsSource::ALL, &|v| {
+        TlsSource::parse(v).is_some()
+    });
     one_of(
         diags,
-        "source",
-        &tls.source,
-        &["acme", "self_signed", "provided"],
+        "challenge",
+        &tls.challenge,
+        ChallengeKind::ALL,
+        &|v| ChallengeKind::parse(v).is_some(),
     );
-    one_of(diags, "challenge", &tls.challenge, &["dns-01", "http-01"]);
-    one_of(
-        diags,
-        "key_type",
-        &tls.key_type,
-        &["ecdsa-p256", "rsa-2048", "rsa-4096"],
-    );
+    one_of(diags, "key_type", &tls.key_type, &KeyType::ALL, &|v| {
+        v.parse::<KeyType>().is_ok()
+    });
     if let Some(d) = tls.renew_before_days.as_ref_option() {
         if !(1..=89).contains(d) {
             err(
@@ -250,12 +318,8 @@ pub fn check_tls(diags: &mut Diagnostics, tls: &TlsState) {
             );
         }
     }
-    let source = tls
-        .source
-        .as_ref_option()
-        .map(String::as_str)
-        .unwrap_or("acme");
-    let provided = source == "provided";
+    let source = TlsSource::of(&tls.source);
+    let provided = source == TlsSource::Provided;
     for (attr, v) in [
         ("certificate_pem", &tls.certificate_pem),
         ("private_key_pem", &tls.private_key_pem),
@@ -273,7 +337,10 @@ pub fn check_tls(diags: &mut Diagnostics, tls: &TlsState) {
                 diags,
                 p().attribute(attr),
                 &format!("Unexpected `tls.{attr}`"),
-                format!("`{attr}` is only for `source = \"provided\"` (source is {source:?})."),
+                format!(
+                    "`{attr}` is only for `source = \"provided\"` (source is {:?}).",
+                    source.as_str()
+                ),
             );
         }
     }
@@ -289,69 +356,93 @@ pub fn check_tls(diags: &mut Diagnostics, tls: &TlsState) {
     }
 }
 
-pub fn bucket_problem(b: &str) -> Option<String> {
-    if !(3..=63).contains(&b.len()) {
-        return Some(format!("it has {} characters; use 3 to 63", b.len()));
-    }
-    if !b
-        .bytes()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-    {
-        return Some("use only lowercase letters, digits and `-` (Spaces rules)".into());
-    }
-    if !b.as_bytes()[0].is_ascii_alphanumeric()
-        || !b.as_bytes()[b.len() - 1].is_ascii_alphanumeric()
-    {
-        return Some("it must start and end with a letter or digit".into());
-    }
-    None
-}
-
 pub fn check_storage(diags: &mut Diagnostics, st: &StorageState) {
     let p = || AttributePath::new("storage").index(0);
-    let backend = st
-        .backend
-        .as_ref_option()
-        .map(String::as_str)
-        .unwrap_or("droplet");
-    if !st.backend.is_unknown() && !["droplet", "volume", "spaces"].contains(&backend) {
-        err(
-            diags,
-            p().attribute("backend"),
-            "Invalid `storage.backend`",
-            format!("{backend:?} is not one of \"droplet\", \"volume\", \"spaces\"."),
-        );
-        return;
+    if let Some(b) = st.backend.as_ref_option() {
+        if Backend::parse(b).is_none() {
+            err(
+                diags,
+                p().attribute("backend"),
+                "Invalid `storage.backend`",
+                format!("{b:?} is not one of {}.", quoted(Backend::ALL, ", ")),
+            );
+            return;
+        }
     }
+    let backend = Backend::of(&st.backend);
     match (backend, st.size_gib.as_ref_option()) {
-        ("volume", None) if st.size_gib.is_null() => err(
+        (Backend::Volume, None) if st.size_gib.is_null() => err(
             diags,
             p().attribute("size_gib"),
             "Missing `storage.size_gib`",
             "`backend = \"volume\"` needs `size_gib`.".into(),
         ),
-        ("volume", Some(n)) if !(1..=16384).contains(n) => err(
+        (Backend::Volume, Some(n)) if !(1..=16384).contains(n) => err(
             diags,
             p().attribute("size_gib"),
             "Invalid `storage.size_gib`",
             format!("{n} GiB is outside DigitalOcean's volume sizes, 1 to 16384 GiB."),
         ),
-        (b, Some(_)) if b != "volume" => err(
+        (b, Some(_)) if b != Backend::Volume => err(
             diags,
             p().attribute("size_gib"),
             "Unexpected `storage.size_gib`",
-            format!("`size_gib` is only for `backend = \"volume\"` (backend is {b:?})."),
+            format!(
+                "`size_gib` is only for `backend = \"volume\"` (backend is {:?}).",
+                b.as_str()
+            ),
         ),
         _ => {}
     }
+    let (id, key) = (&st.spaces_access_id, &st.spaces_secret_key);
+    // An unknown backend (validate, before variables are known) cannot be judged yet.
+    if !st.backend.is_unknown() && backend != Backend::Spaces && (!id.is_null() || !key.is_null()) {
+        let attr = if id.is_null() {
+            "spaces_secret_key"
+        } else {
+            "spaces_access_id"
+        };
+        err(
+            diags,
+            p().attribute(attr),
+            &format!("Unexpected `storage.{attr}`"),
+            format!(
+                "Spaces keys are only for `backend = \"spaces\"` (backend is {:?}).",
+                backend.as_str()
+            ),
+        );
+    } else if id.is_null() != key.is_null() {
+        let (set, missing) = if id.is_null() {
+            ("spaces_secret_key", "spaces_access_id")
+        } else {
+            ("spaces_access_id", "spaces_secret_key")
+        };
+        err(
+            diags,
+            p().attribute(missing),
+            &format!("Missing `storage.{missing}`"),
+            format!("`storage.{set}` is set: set `storage.{missing}` too (a key id and its secret go together), or neither to use the provider's keys."),
+        );
+    } else {
+        for (attr, v) in [("spaces_access_id", id), ("spaces_secret_key", key)] {
+            if v.as_ref_option().is_some_and(|v| v.trim().is_empty()) {
+                err(
+                    diags,
+                    p().attribute(attr),
+                    &format!("Empty `storage.{attr}`"),
+                    "An empty key cannot sign requests: set the key, or leave both keys out to use the provider's.".into(),
+                );
+            }
+        }
+    }
     match (backend, st.bucket.as_ref_option()) {
-        ("spaces", None) if st.bucket.is_null() => err(
+        (Backend::Spaces, None) if st.bucket.is_null() => err(
             diags,
             p().attribute("bucket"),
             "Missing `storage.bucket`",
             "`backend = \"spaces\"` needs `bucket`.".into(),
         ),
-        ("spaces", Some(b)) => {
+        (Backend::Spaces, Some(b)) => {
             if let Some(problem) = crate::storage::bucket_problem(b) {
                 err(
                     diags,
@@ -365,14 +456,44 @@ pub fn check_storage(diags: &mut Diagnostics, st: &StorageState) {
             diags,
             p().attribute("bucket"),
             "Unexpected `storage.bucket`",
-            format!("`bucket` is only for `backend = \"spaces\"` (backend is {b:?})."),
+            format!(
+                "`bucket` is only for `backend = \"spaces\"` (backend is {:?}).",
+                b.as_str()
+            ),
         ),
         _ => {}
     }
 }
 
+/// Why `secret` cannot be the registry's `http.secret`; never quotes it.
+pub fn http_secret_problem(secret: &str) -> Option<String> {
+    let len = secret.len();
+    if !(16..=256).contains(&len) {
+        return Some(format!(
+            "it is {len} bytes long; it must be 16 to 256 characters"
+        ));
+    }
+    if let Some(i) = secret.bytes().position(|b| !b.is_ascii_graphic()) {
+        return Some(format!(
+            "character {} is not printable ASCII or is a space; use letters, digits and ASCII punctuation",
+            i + 1
+        ));
+    }
+    None
+}
+
 /// Every check that needs no API.
 pub fn check_config(diags: &mut Diagnostics, c: &RegistryState) {
+    if let Some(secret) = c.http_secret.as_ref_option() {
+        if let Some(problem) = http_secret_problem(secret) {
+            err(
+                diags,
+                AttributePath::new("http_secret"),
+                "Invalid `http_secret`",
+                format!("The value is not usable as the registry's `http.secret`: {problem}."),
+            );
+        }
+    }
     if let Some(n) = known(&c.name) {
         check_name(diags, n);
     } else if c.name.as_ref_option().is_some() {
@@ -418,6 +539,9 @@ pub fn check_config(diags: &mut Diagnostics, c: &RegistryState) {
     if let Some(st) = c.storage.as_ref_option() {
         check_storage(diags, st);
     }
+    if let Some(g) = c.garbage_collection.as_ref_option() {
+        check_gc(diags, g);
+    }
     if let Some(t) = c.timeouts.as_ref_option() {
         for (attr, v) in [
             ("create", &t.create),
@@ -430,7 +554,7 @@ pub fn check_config(diags: &mut Diagnostics, c: &RegistryState) {
                         diags,
                         AttributePath::new("timeouts").index(0).attribute(attr),
                         &format!("Invalid `timeouts.{attr}`"),
-                        e,
+                        format!("{e}."),
                     );
                 }
             }
@@ -441,7 +565,6 @@ pub fn check_config(diags: &mut Diagnostics, c: &RegistryState) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tf_provider::value::Value;
 
     fn paths(d: &Diagnostics) -> Vec<String> {
         d.errors.iter().map(|e| e.attribute.to_string()).collect()
@@ -452,7 +575,6 @@ mod tests {
             password: pw.map(str::to_owned).into(),
             password_bcrypt: hash.map(str::to_owned).into(),
             access: access.map(str::to_owned).into(),
-            bcrypt_hash: Value::Null,
         }
     }
 
@@ -501,7 +623,7 @@ mod tests {
                 user(Some("long-enough-pw"), Some(hash), None),
                 "users[\"both\"]",
             ),
-            ("neither", user(None, None, None), "users[\"neither\"]"),
+            ("long", user(Some(&"p".repeat(73)), None, None), "password"),
             (
                 "badhash",
                 user(None, Some("$1$abc"), None),
@@ -533,6 +655,15 @@ mod tests {
         let mut d = Diagnostics::default();
         check_user(&mut d, "ok", &user(None, Some(hash), Some("pull")));
         assert!(d.errors.is_empty());
+        // Neither password nor hash: one is generated. 72 bytes is the longest accepted.
+        for u in [
+            user(None, None, None),
+            user(Some(&"é".repeat(36)), None, None),
+        ] {
+            let mut d = Diagnostics::default();
+            check_user(&mut d, "ok", &u);
+            assert!(d.errors.is_empty(), "{:?}", paths(&d));
+        }
     }
 
     #[test]
@@ -547,10 +678,145 @@ mod tests {
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("20").is_err());
         assert!(parse_duration("10x").is_err());
+        // Too long for a timeout: a diagnostic, never a panic in `Duration`.
+        assert!(matches!(
+            parse_duration("99999999999999999999999h"),
+            Err(DurationError::TooLong(_))
+        ));
+        assert!(parse_duration("169h").is_err());
+        assert_eq!(parse_duration("168h").unwrap(), MAX_TIMEOUT);
+        use crate::storage::bucket_problem;
         assert!(bucket_problem("acme-registry").is_none());
         for bad in ["ab", "Acme", "acme_registry", "-acme", "acme.registry"] {
             assert!(bucket_problem(bad).is_some(), "{bad}");
         }
+    }
+
+    #[test]
+    fn http_secret_is_checked_and_never_quoted() {
+        let long = "x".repeat(257);
+        let bad_secrets = [
+            "short-secret",
+            long.as_str(),
+            "sixteen chars with spaces",
+            "tab\tseparated-secret-value",
+            "non-ascii-secret-\u{e9}\u{e9}\u{e9}",
+        ];
+        for secret in bad_secrets {
+            let c = RegistryState {
+                http_secret: secret.to_string().into(),
+                ..Default::default()
+            };
+            let mut d = Diagnostics::default();
+            check_config(&mut d, &c);
+            let got = paths(&d);
+            assert!(
+                got.len() == 1 && got[0].contains("http_secret"),
+                "{secret:?}: {got:?}"
+            );
+            let text = format!("{:?}", d.errors);
+            assert!(!text.contains(secret), "the diagnostic quotes the secret");
+        }
+        for good in [
+            "0123456789abcdef",
+            "SoMe-Http-S3cret!#$%&'()*+,./:;<=>?@[]^_`{|}~",
+        ] {
+            let c = RegistryState {
+                http_secret: good.to_string().into(),
+                ..Default::default()
+            };
+            let mut d = Diagnostics::default();
+            check_config(&mut d, &c);
+            assert!(d.errors.is_empty(), "{good:?}: {:?}", paths(&d));
+        }
+        assert!(http_secret_problem(&"y".repeat(256)).is_none());
+    }
+
+    #[test]
+    fn spaces_keys_go_together_and_only_with_spaces() {
+        let storage = |backend: &str, id: Option<&str>, key: Option<&str>| StorageState {
+            backend: backend.to_string().into(),
+            bucket: (backend == "spaces").then(|| "images".to_string()).into(),
+            spaces_access_id: id.map(str::to_owned).into(),
+            spaces_secret_key: key.map(str::to_owned).into(),
+            ..Default::default()
+        };
+        let cases = [
+            (storage("spaces", Some("AK"), Some("sk-secret")), vec![]),
+            (storage("spaces", None, None), vec![]),
+            (
+                storage("spaces", Some("AK"), None),
+                vec!["spaces_secret_key"],
+            ),
+            (
+                storage("spaces", None, Some("sk-secret")),
+                vec!["spaces_access_id"],
+            ),
+            (
+                storage("spaces", Some(" "), Some("sk-secret")),
+                vec!["spaces_access_id"],
+            ),
+            (
+                storage("droplet", Some("AK"), Some("sk-secret")),
+                vec!["spaces_access_id"],
+            ),
+            (
+                storage("volume", None, Some("sk-secret")),
+                vec!["size_gib", "spaces_secret_key"],
+            ),
+        ];
+        for (st, want) in cases {
+            let mut d = Diagnostics::default();
+            check_storage(&mut d, &st);
+            let mut got = paths(&d);
+            got.sort();
+            assert_eq!(got.len(), want.len(), "{got:?}");
+            for (g, w) in got.iter().zip(&want) {
+                assert!(g.contains(w), "{g} lacks {w}");
+            }
+            assert!(
+                !format!("{:?}", d.errors).contains("sk-secret"),
+                "a key in {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_schedule_is_named_at_plan_time() {
+        use crate::resource::state::{GcState, RegistryState};
+        let config = |schedule: &str, run: i64| RegistryState {
+            garbage_collection: tf_provider::value::Value::Value(GcState {
+                schedule: schedule.to_string().into(),
+                run: run.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut d = Diagnostics::default();
+        check_config(&mut d, &config("Sun 03:00", 1));
+        assert!(d.errors.is_empty(), "{:?}", paths(&d));
+        let mut d = Diagnostics::default();
+        check_config(&mut d, &config("every sunday at 3", -1));
+        let p = paths(&d);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].contains("garbage_collection") && p[0].contains("schedule"),
+            "{p:?}"
+        );
+        assert!(p[1].contains("run"), "{p:?}");
+        let summary: Vec<String> = d.errors.iter().map(|e| e.summary.to_string()).collect();
+        assert_eq!(
+            summary,
+            [
+                "Invalid `garbage_collection.schedule`",
+                "Invalid `garbage_collection.run`"
+            ]
+        );
+        assert!(
+            d.errors[0].detail.contains("\"every\" is not a weekday"),
+            "{}",
+            d.errors[0].detail
+        );
     }
 
     #[test]

@@ -12,9 +12,6 @@
 pub mod spaces;
 pub mod volume;
 
-#[cfg(test)]
-mod testkit;
-
 use crate::do_api;
 use crate::remote::RemoteError;
 
@@ -24,19 +21,21 @@ pub const SPACES_REGIONS: &[&str] = &[
     "ams3", "blr1", "fra1", "lon1", "nyc3", "sfo2", "sfo3", "sgp1", "syd1", "tor1",
 ];
 
+/// What to do about storage that still holds images, said wherever destroy stops for it.
+pub const FORCE_DESTROY_ADVICE: &str = "To delete it together with the stored images, set `force_destroy = true` in the `storage` block, run `apply`, then destroy again. To keep the images, move them out first (or `state rm` the registry and delete the rest by hand).";
+
 /// DigitalOcean's volume sizes, in GiB.
 pub const VOLUME_MIN_GIB: u64 = 1;
 pub const VOLUME_MAX_GIB: u64 = 16384;
 
 /// `Err` says why `region` cannot hold a bucket, listing the regions that can.
-pub fn check_spaces_region(region: &str) -> Result<(), String> {
+pub fn check_spaces_region(region: &str) -> Result<(), Error> {
     if SPACES_REGIONS.contains(&region) {
         Ok(())
     } else {
-        Err(format!(
-            "Spaces is not available in region {region:?}; `storage.backend = \"spaces\"` needs the registry in one of: {}",
-            SPACES_REGIONS.join(", ")
-        ))
+        Err(Error::NoSpacesInRegion {
+            region: region.to_owned(),
+        })
     }
 }
 
@@ -124,12 +123,24 @@ pub enum Error {
     NoSpacesCredentials,
 
     /// The destroy guard: storage that holds images is kept unless `force_destroy` is set.
-    #[error("{kind} {name} ({id}) still holds {detail}, so it was kept and destroy stopped. To delete it together with the stored images, set `force_destroy = true` in the `storage` block, run `apply`, then destroy again. To keep the images, move them out first (or `state rm` the registry and delete the rest by hand).")]
+    #[error(
+        "{kind} {name} ({id}) still holds {detail}, so it was kept and destroy stopped. {}",
+        FORCE_DESTROY_ADVICE
+    )]
     HoldsData {
         kind: &'static str,
         name: String,
         id: String,
         detail: String,
+    },
+
+    /// The destroy guard, when the storage cannot be looked into: presumed to hold images.
+    #[error("{kind} {name} ({id}) could not be measured ({source}), so it is presumed to hold images; it was kept and destroy stopped. {}", FORCE_DESTROY_ADVICE)]
+    Unmeasured {
+        kind: &'static str,
+        name: String,
+        id: String,
+        source: Box<Error>,
     },
 
     #[error("volume {name} ({id}) is attached to droplet {attached_to}, not {wanted}; detach it there first")]
@@ -139,6 +150,16 @@ pub enum Error {
         attached_to: u64,
         wanted: u64,
     },
+
+    #[error("Spaces is not available in region {region:?}; `storage.backend = \"spaces\"` needs the registry in one of: {}", SPACES_REGIONS.join(", "))]
+    NoSpacesInRegion { region: String },
+
+    #[error("{gib} GiB is outside DigitalOcean's volume sizes, {VOLUME_MIN_GIB} to {VOLUME_MAX_GIB} GiB")]
+    VolumeSize { gib: u64 },
+
+    /// A planned size below the current one (plan time: no volume named yet).
+    #[error("a volume can only grow: {current} GiB → {desired} GiB would shrink it (DigitalOcean cannot shrink volumes); keep {current} or more")]
+    ResizeShrinks { current: u64, desired: u64 },
 
     #[error("volume ({id}) does not exist (deleted outside Terraform?)")]
     VolumeGone { id: String },
@@ -151,9 +172,15 @@ pub enum Error {
         desired: u64,
     },
 
-    /// A volume that is not mounted cannot be measured, and must not be called empty.
-    #[error("no volume is mounted at {mount_path} on {host}: cannot tell what it holds")]
-    NotMounted { mount_path: String, host: String },
+    /// The registry's data directory is not on the volume's device (not mounted, the volume
+    /// not attached, another device there): what is there is not the volume.
+    #[error("volume {name} is not what is mounted at {mount_path} on {host}: {why}")]
+    NotOnVolume {
+        name: String,
+        mount_path: String,
+        host: String,
+        why: String,
+    },
 
     #[error("growing the file system at {mount_path} on {host}: {detail}")]
     GrowFilesystem {
@@ -172,7 +199,7 @@ impl From<do_api::Error> for Error {
 impl Error {
     /// True for the destroy guard's refusal, which the resource reports as is.
     pub fn is_holds_data(&self) -> bool {
-        matches!(self, Error::HoldsData { .. })
+        matches!(self, Error::HoldsData { .. } | Error::Unmeasured { .. })
     }
 }
 
@@ -218,7 +245,7 @@ mod tests {
         ] {
             assert!(check_spaces_region(r).is_ok(), "{r}");
         }
-        let e = check_spaces_region("nyc1").unwrap_err();
+        let e = check_spaces_region("nyc1").unwrap_err().to_string();
         assert!(e.contains("\"nyc1\""));
         for r in SPACES_REGIONS {
             assert!(e.contains(r), "{e}");

@@ -1,13 +1,17 @@
-//! `backend = "volume"`: a DigitalOcean volume in the droplet's region, attached and mounted
-//! at `/mnt/<name>`, grown in place (API resize, then the file system over SSH), measured over SSH.
+//! `backend = "volume"`: a DigitalOcean volume in the droplet's region, attached, and mounted
+//! by the converge at `/mnt/<name>` from its device; grown in place (API resize, then the file
+//! system online over SSH); measured over SSH.
 //!
-//! Emptiness at destroy: the droplet may already be gone, and a detached volume cannot be
-//! looked into. Recommended order for the resource's delete: while the droplet still runs,
-//! call [`volume_usage`] over SSH and pass [`VolumeContents::from_usage`] to
-//! [`destroy_volume`]; if SSH fails or the droplet is gone, pass
-//! [`VolumeContents::from_last_read`] with the state's `storage_used_bytes` (a volume last seen
-//! holding files counts as holding data; never seen counts as unknown, which also blocks a
-//! destroy without `force_destroy`). Only a volume known to be empty is deleted unforced.
+//! On DigitalOcean a volume is a block device, `/dev/disk/by-id/scsi-0DO_Volume_<name>`
+//! ([`device_path`]). DigitalOcean mounts it by itself only when it is formatted and attached
+//! at droplet creation, at a path of its own choosing, and never after it moved to another
+//! droplet: the converge mounts it itself (see `remote::converge`), and everything here that
+//! looks into the volume first checks that the path really is on that device.
+//!
+//! Emptiness at destroy: only a fresh measurement counts. A volume that cannot be measured now
+//! (droplet gone, SSH down, not mounted, another device at the path) is
+//! [`VolumeContents::Unknown`], which blocks a destroy without `force_destroy` like data does;
+//! a size read earlier never passes as "empty", since images may have been pushed since.
 
 use std::time::{Duration, Instant};
 
@@ -15,10 +19,39 @@ use super::{Error, VOLUME_MAX_GIB, VOLUME_MIN_GIB};
 use crate::do_api::{self, Volume, VolumeAction, VolumeCreateRequest};
 use crate::remote::{shell_quote, status_text, Transport};
 
-/// Where DigitalOcean's images (and localocean) mount a volume on attach.
+/// Where the converge mounts the registry's volume, and the registry's data directory. Not
+/// DigitalOcean's automount path (`/mnt/<name>` with `-` turned into `_`): that one exists only
+/// on a droplet created with the volume, and the registry must find its data on every droplet.
 pub fn mount_path(volume_name: &str) -> String {
     format!("/mnt/{volume_name}")
 }
+
+/// The volume's device on a droplet it is attached to, as DigitalOcean names it.
+pub fn device_path(volume_name: &str) -> String {
+    format!("/dev/disk/by-id/scsi-0DO_Volume_{volume_name}")
+}
+
+/// The volume name behind a [`mount_path`].
+pub fn name_of_mount(mount_path: &str) -> Option<&str> {
+    mount_path
+        .strip_prefix("/mnt/")
+        .filter(|n| !n.contains('/'))
+}
+
+/// A shell function, `on_device PATH DEVICE`: prints `ok`, `not-mounted`, `no-device` or
+/// `other <major:minor>`, telling whether PATH is a mount point of DEVICE's file system
+/// (compared by device number: the by-id name is a link, and a mount may name the device
+/// another way).
+pub const ON_DEVICE_FN: &str = r#"on_device() {
+  if ! mountpoint -q "$1"; then echo not-mounted; return 0; fi
+  if [ ! -e "$2" ]; then echo no-device; return 0; fi
+  local x want have
+  x=$(stat -L -c %t:%T "$2")
+  want=$(printf '%d:%d' "0x${x%%:*}" "0x${x##*:}")
+  have=$(mountpoint -d "$1")
+  if [ "$want" = "$have" ]; then echo ok; else echo "other $have"; fi
+}
+"#;
 
 /// What is wrong with a volume name under DigitalOcean's rules: lowercase letters, digits
 /// and `-`, starting with a letter, at most 64 characters.
@@ -46,16 +79,15 @@ pub fn volume_name_problem(name: &str) -> Option<String> {
 }
 
 /// Plan-time check of a size change: `Err` says why it cannot be applied in place.
-pub fn check_resize(current_gib: u64, desired_gib: u64) -> Result<(), String> {
+pub fn check_resize(current_gib: u64, desired_gib: u64) -> Result<(), Error> {
     if !(VOLUME_MIN_GIB..=VOLUME_MAX_GIB).contains(&desired_gib) {
-        return Err(format!(
-            "{desired_gib} GiB is outside DigitalOcean's volume sizes, {VOLUME_MIN_GIB} to {VOLUME_MAX_GIB} GiB"
-        ));
+        return Err(Error::VolumeSize { gib: desired_gib });
     }
     if desired_gib < current_gib {
-        return Err(format!(
-            "a volume can only grow: {current_gib} GiB → {desired_gib} GiB would shrink it (DigitalOcean cannot shrink volumes); keep {current_gib} or more"
-        ));
+        return Err(Error::ResizeShrinks {
+            current: current_gib,
+            desired: desired_gib,
+        });
     }
     Ok(())
 }
@@ -236,18 +268,20 @@ pub async fn grow(
     get_existing(client, volume_id).await
 }
 
-/// Grows the file system mounted at `mount_path` to fill its (resized) device, and returns
-/// its size in bytes as `df` reports it. `resize2fs` is a no-op on a file system already
-/// at full size, so this is safe to repeat. Where the block device is not visible (localocean's
-/// containers, which grow the file system on the host) the size is only reported.
-pub async fn grow_filesystem(transport: &dyn Transport, mount_path: &str) -> Result<u64, Error> {
-    let m = shell_quote(mount_path);
+/// Grows the file system of volume `volume_name` (mounted at [`mount_path`]) to fill its
+/// resized device, online, and returns its size in bytes as `df` reports it. `resize2fs` is a
+/// no-op on a file system already at full size, so this is safe to repeat.
+pub async fn grow_filesystem(transport: &dyn Transport, volume_name: &str) -> Result<u64, Error> {
+    let mount = mount_path(volume_name);
+    let m = shell_quote(&transport.rooted(&mount));
+    let d = shell_quote(&transport.rooted(&device_path(volume_name)));
     let cmd = format!(
-        "set -e; m={m}; \
-         if ! mountpoint -q \"$m\"; then echo not-mounted; exit 0; fi; \
-         dev=$(findmnt -n -o SOURCE --target \"$m\"); fs=$(findmnt -n -o FSTYPE --target \"$m\"); \
+        "set -e; {ON_DEVICE_FN}m={m}; d={d}; \
+         where=$(on_device \"$m\" \"$d\"); \
+         if [ \"$where\" != ok ]; then echo \"$where\"; exit 0; fi; \
+         fs=$(findmnt -n -o FSTYPE --mountpoint \"$m\"); \
          case \"$fs\" in \
-           ext2|ext3|ext4) if [ -b \"$dev\" ]; then resize2fs \"$dev\" >&2; fi ;; \
+           ext2|ext3|ext4) resize2fs \"$d\" >&2 ;; \
            xfs) xfs_growfs \"$m\" >&2 ;; \
            *) echo \"cannot grow a $fs file system\" >&2; exit 4 ;; \
          esac; \
@@ -256,7 +290,7 @@ pub async fn grow_filesystem(transport: &dyn Transport, mount_path: &str) -> Res
     let host = transport.describe();
     let out = transport.exec(&cmd, b"").await?;
     let fail = |detail: String| Error::GrowFilesystem {
-        mount_path: mount_path.to_owned(),
+        mount_path: mount.clone(),
         host: host.clone(),
         detail,
     };
@@ -269,10 +303,12 @@ pub async fn grow_filesystem(transport: &dyn Transport, mount_path: &str) -> Res
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let text = text.trim();
-    if text == "not-mounted" {
-        return Err(Error::NotMounted {
-            mount_path: mount_path.to_owned(),
+    if text == "not-mounted" || text == "no-device" || text.starts_with("other ") {
+        return Err(Error::NotOnVolume {
+            name: volume_name.to_owned(),
+            mount_path: mount.clone(),
             host,
+            why: text.to_owned(),
         });
     }
     text.strip_prefix("size ")
@@ -289,23 +325,27 @@ pub struct VolumeUsage {
     pub files: u64,
 }
 
-/// Measures the volume mounted at `mount_path`. A path with no file system mounted on it is
-/// [`Error::NotMounted`], never "empty": it would be the droplet's own disk.
+/// Measures the volume `volume_name` where the registry keeps it ([`mount_path`]). A path
+/// with no file system mounted on it, or another device's, is an error, never "empty": it
+/// would be the droplet's own disk.
 pub async fn volume_usage(
     transport: &dyn Transport,
-    mount_path: &str,
+    volume_name: &str,
 ) -> Result<VolumeUsage, Error> {
-    let m = shell_quote(mount_path);
+    let mount = mount_path(volume_name);
+    let m = shell_quote(&transport.rooted(&mount));
+    let d = shell_quote(&transport.rooted(&device_path(volume_name)));
     let cmd = format!(
-        "set -e; m={m}; \
-         if ! mountpoint -q \"$m\"; then echo not-mounted; exit 0; fi; \
+        "set -e; {ON_DEVICE_FN}m={m}; d={d}; \
+         where=$(on_device \"$m\" \"$d\"); \
+         if [ \"$where\" != ok ]; then echo \"$where\"; exit 0; fi; \
          b=$(du -sbx \"$m\" | cut -f1); \
          f=$(find \"$m\" -xdev -path \"$m/lost+found\" -prune -o -type f -print | wc -l); \
          echo \"$b $f\""
     );
     let host = transport.describe();
     let out = transport.exec(&cmd, b"").await?;
-    let what = format!("measuring {mount_path} on {host}");
+    let what = format!("measuring {mount} on {host}");
     if !out.success() {
         return Err(crate::remote::RemoteError::Command {
             what,
@@ -316,11 +356,28 @@ pub async fn volume_usage(
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let text = text.trim();
-    if text == "not-mounted" {
-        return Err(Error::NotMounted {
-            mount_path: mount_path.to_owned(),
-            host,
-        });
+    let not_on_volume = |why: String| Error::NotOnVolume {
+        name: volume_name.to_owned(),
+        mount_path: mount.clone(),
+        host: host.clone(),
+        why,
+    };
+    match text {
+        "not-mounted" => return Err(not_on_volume("nothing is mounted there".into())),
+        "no-device" => {
+            return Err(not_on_volume(format!(
+                "{} does not exist: the volume is not attached to this droplet",
+                device_path(volume_name)
+            )))
+        }
+        t if t.starts_with("other ") => {
+            return Err(not_on_volume(format!(
+                "the path is on device {}, not on {}",
+                &t[6..],
+                device_path(volume_name)
+            )))
+        }
+        _ => {}
     }
     let mut parts = text.split_whitespace().map(str::parse::<u64>);
     match (parts.next(), parts.next(), parts.next()) {
@@ -334,8 +391,8 @@ pub async fn volume_usage(
 }
 
 /// `du -sb` of the volume: `storage_used_bytes` on read.
-pub async fn volume_used_bytes(transport: &dyn Transport, mount_path: &str) -> Result<u64, Error> {
-    Ok(volume_usage(transport, mount_path).await?.bytes)
+pub async fn volume_used_bytes(transport: &dyn Transport, volume_name: &str) -> Result<u64, Error> {
+    Ok(volume_usage(transport, volume_name).await?.bytes)
 }
 
 /// What destroy knows about a volume's contents.
@@ -364,25 +421,31 @@ impl VolumeContents {
         }
     }
 
-    /// From the last `storage_used_bytes` in state when the volume cannot be measured now.
-    /// An empty ext4 volume still shows its directories (`du` of a fresh one is about 20 KiB),
-    /// so only a small value passes as empty; `None` (never read) is unknown.
-    pub fn from_last_read(used_bytes: Option<u64>, why_not_now: &str) -> VolumeContents {
-        match used_bytes {
-            Some(b) if b <= EMPTY_VOLUME_MAX_BYTES => VolumeContents::Empty,
-            Some(b) => VolumeContents::HoldsData {
-                detail: format!("{b} bytes when last read ({why_not_now})"),
-            },
-            None => VolumeContents::Unknown {
-                reason: why_not_now.to_owned(),
-            },
+    /// The volume cannot be measured now (`why_not_now`). What was read earlier
+    /// (`last_read_bytes`) is told, but decides nothing: images may have been pushed since.
+    pub fn unmeasured(
+        last_read_bytes: Option<u64>,
+        why_not_now: impl std::fmt::Display,
+    ) -> VolumeContents {
+        let reason = match last_read_bytes {
+            Some(b) => format!("{why_not_now}; {b} bytes when last read"),
+            None => why_not_now.to_string(),
+        };
+        VolumeContents::Unknown { reason }
+    }
+
+    /// What keeps an unforced destroy from deleting the volume, if anything: its data, or
+    /// not knowing.
+    pub fn holds(&self) -> Option<String> {
+        match self {
+            VolumeContents::Empty => None,
+            VolumeContents::HoldsData { detail } => Some(detail.clone()),
+            VolumeContents::Unknown { reason } => Some(format!(
+                "data that could not be measured ({reason}): presumed to hold images"
+            )),
         }
     }
 }
-
-/// `du -sb` of an ext4 volume with nothing but `lost+found` and the registry's empty
-/// directory tree is well under this.
-pub const EMPTY_VOLUME_MAX_BYTES: u64 = 64 * 1024;
 
 /// What [`destroy_volume`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -405,14 +468,7 @@ pub async fn destroy_volume(
         return Ok(VolumeDestroyed::AlreadyGone);
     };
     if !force {
-        let detail = match contents {
-            VolumeContents::Empty => None,
-            VolumeContents::HoldsData { detail } => Some(detail.clone()),
-            VolumeContents::Unknown { reason } => Some(format!(
-                "data that could not be measured ({reason}), so it is presumed to hold images"
-            )),
-        };
-        if let Some(detail) = detail {
+        if let Some(detail) = contents.holds() {
             return Err(Error::HoldsData {
                 kind: "volume",
                 name: v.name,
@@ -438,9 +494,12 @@ pub async fn destroy_volume(
 mod tests {
     use std::sync::Arc;
 
+    use localocean::testkit::NoSpaces;
+
     use super::*;
     use crate::do_api::{DropletCreateRequest, ImageRef};
-    use crate::storage::testkit::{Api, NoSpaces, ShellTransport};
+    use crate::testkit::api::Api;
+    use crate::testkit::LocalTransport;
 
     const T: Duration = Duration::from_secs(20);
 
@@ -471,12 +530,15 @@ mod tests {
     fn resize_grows_only_within_limits() {
         assert!(check_resize(50, 50).is_ok());
         assert!(check_resize(50, 51).is_ok());
-        let e = check_resize(50, 40).unwrap_err();
+        let e = check_resize(50, 40).unwrap_err().to_string();
         assert!(
             e.contains("50 GiB → 40 GiB") && e.contains("only grow"),
             "{e}"
         );
-        assert!(check_resize(50, 16385).unwrap_err().contains("16384"));
+        assert!(check_resize(50, 16385)
+            .unwrap_err()
+            .to_string()
+            .contains("16384"));
         assert!(check_resize(1, 0).is_err());
         assert_eq!(mount_path("reg-data"), "/mnt/reg-data");
         assert_eq!(volume_name_problem("registry-example-com-data"), None);
@@ -552,7 +614,7 @@ mod tests {
             m.contains("3 files") && m.contains("force_destroy = true"),
             "{m}"
         );
-        let unknown = VolumeContents::from_last_read(None, "droplet gone");
+        let unknown = VolumeContents::unmeasured(None, "droplet gone");
         assert!(destroy_volume(c, &v.id, &unknown, false, T).await.is_err());
         assert!(c.get_volume(&v.id).await.unwrap().is_some());
 
@@ -588,38 +650,58 @@ mod tests {
     }
 
     #[test]
-    fn last_read_usage_decides_conservatively() {
-        assert_eq!(
-            VolumeContents::from_last_read(Some(20_480), "ssh down"),
-            VolumeContents::Empty
-        );
+    fn what_cannot_be_measured_now_is_unknown_whatever_was_read_before() {
+        // About what `du` says of a fresh, empty ext4 volume: once taken for "empty".
+        for last in [None, Some(20_480), Some(0), Some(10_000_000)] {
+            let c = VolumeContents::unmeasured(last, "ssh down");
+            assert!(
+                matches!(&c, VolumeContents::Unknown { reason } if reason.contains("ssh down")),
+                "{last:?}: {c:?}"
+            );
+            assert!(c.holds().unwrap().contains("presumed to hold images"));
+        }
         assert!(matches!(
-            VolumeContents::from_last_read(Some(10_000_000), "ssh down"),
-            VolumeContents::HoldsData { detail } if detail.contains("10000000 bytes") && detail.contains("ssh down")
-        ));
-        assert!(matches!(
-            VolumeContents::from_last_read(None, "never read"),
-            VolumeContents::Unknown { .. }
+            VolumeContents::unmeasured(Some(20_480), "ssh down"),
+            VolumeContents::Unknown { reason } if reason.contains("20480 bytes when last read")
         ));
     }
 
+    const NAME: &str = "reg-registry-data";
+
     #[tokio::test]
-    async fn usage_over_the_transport_refuses_an_unmounted_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = ShellTransport::new(dir.path());
-        let mnt = dir.path().join("mnt/reg-data");
+    async fn usage_is_measured_only_on_the_volumes_own_device() {
+        let t = LocalTransport::new();
+        let m = mount_path(NAME);
+        let mnt = t.path(&m);
         std::fs::create_dir_all(mnt.join("lost+found")).unwrap();
         std::fs::write(mnt.join("lost+found/#123"), b"fsck leftovers").unwrap();
-        let m = mnt.to_str().unwrap();
 
         // Not a mount point: the droplet's own disk, never reported as an empty volume.
-        t.shim("mountpoint", "exit 1");
-        let e = volume_usage(&t, m).await.unwrap_err();
-        assert!(matches!(e, Error::NotMounted { .. }), "{e}");
-        assert!(grow_filesystem(&t, m).await.is_err());
+        let e = volume_usage(&t, NAME).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::NotOnVolume { why, .. } if why.contains("nothing is mounted")),
+            "{e}"
+        );
+        assert!(e.to_string().contains(NAME), "{e}");
+        // Something is mounted, but the volume is not attached.
+        t.set_mounted(true);
+        let e = volume_usage(&t, NAME).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::NotOnVolume { why, .. } if why.contains("not attached")),
+            "{e}"
+        );
+        // Another device is mounted there.
+        t.attach_volume(NAME);
+        t.set_mount_device("8:32");
+        let e = volume_usage(&t, NAME).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::NotOnVolume { why, .. } if why.contains("8:32")),
+            "{e}"
+        );
+        assert!(grow_filesystem(&t, NAME).await.is_err());
 
-        t.shim("mountpoint", "exit 0");
-        let u = volume_usage(&t, m).await.unwrap();
+        t.set_mount_device("8:16");
+        let u = volume_usage(&t, NAME).await.unwrap();
         assert_eq!(u.files, 0, "lost+found does not count");
         assert!(u.bytes > 0);
         assert_eq!(VolumeContents::from_usage(&u), VolumeContents::Empty);
@@ -627,10 +709,10 @@ mod tests {
         let blob = mnt.join("docker/registry/v2/blobs/sha256/ab/data");
         std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
         std::fs::write(&blob, vec![7u8; 5000]).unwrap();
-        let u = volume_usage(&t, m).await.unwrap();
+        let u = volume_usage(&t, NAME).await.unwrap();
         assert_eq!(u.files, 1);
         assert!(u.bytes >= 5000);
-        assert_eq!(volume_used_bytes(&t, m).await.unwrap(), u.bytes);
+        assert_eq!(volume_used_bytes(&t, NAME).await.unwrap(), u.bytes);
         assert!(matches!(
             VolumeContents::from_usage(&u),
             VolumeContents::HoldsData { .. }
@@ -638,38 +720,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn grow_filesystem_runs_resize2fs_on_the_device() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = ShellTransport::new(dir.path());
-        let log = dir.path().join("calls");
-        let m = dir.path().to_str().unwrap().to_owned();
-        t.shim("mountpoint", "exit 0");
-        // /dev/null is no block device: resize2fs is skipped, as inside localocean's machines.
-        let fs_file = dir.path().join("fstype");
-        t.shim(
-            "findmnt",
-            &format!(
-                "case \"$*\" in *SOURCE*) echo /dev/null ;; *FSTYPE*) cat {} ;; esac",
-                fs_file.display()
-            ),
-        );
-        t.shim(
-            "resize2fs",
-            &format!("echo \"resize2fs $*\" >> {}", log.display()),
-        );
-        std::fs::write(&fs_file, "ext4\n").unwrap();
-        let size = grow_filesystem(&t, &m).await.unwrap();
+    async fn grow_filesystem_runs_resize2fs_on_the_volumes_device() {
+        let t = LocalTransport::new();
+        let m = mount_path(NAME);
+        std::fs::create_dir_all(t.path(&m)).unwrap();
+        t.attach_volume(NAME);
+        t.set_mounted(true);
+        t.set_volume_content(Some("ext4"));
+        let size = grow_filesystem(&t, NAME).await.unwrap();
         assert!(size > 0);
         assert!(
-            !log.exists(),
-            "resize2fs must not run on a non-block device"
+            t.log()
+                .contains(&format!("resize2fs {}", t.root_str() + &device_path(NAME))),
+            "{}",
+            t.log()
         );
-
-        std::fs::write(&fs_file, "vfat\n").unwrap();
-        let e = grow_filesystem(&t, &m).await.unwrap_err().to_string();
+        t.set_volume_content(Some("vfat"));
+        let e = grow_filesystem(&t, NAME).await.unwrap_err().to_string();
         assert!(
             e.contains("cannot grow a vfat file system") && e.contains(&m),
             "{e}"
         );
+    }
+
+    #[test]
+    fn paths_of_a_volume() {
+        assert_eq!(mount_path(NAME), "/mnt/reg-registry-data");
+        assert_eq!(
+            device_path(NAME),
+            "/dev/disk/by-id/scsi-0DO_Volume_reg-registry-data"
+        );
+        assert_eq!(name_of_mount(&mount_path(NAME)), Some(NAME));
+        assert_eq!(name_of_mount("/var/lib/docker-registry"), None);
     }
 }

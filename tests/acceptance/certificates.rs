@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::localocean::LocalOcean;
-use crate::pebble::{Pebble, PebbleOptions};
-use crate::registry_client::{make_oci_image, text, Skopeo};
-use crate::tofu::Tofu;
-use crate::PROVIDER_BLOCK;
+use super::PROVIDER_BLOCK;
+use crate::support::localocean::{unique_label, Ocean};
+use crate::support::pebble::{Pebble, PebbleOptions};
+use crate::support::registry_client::{make_oci_image, text, Skopeo};
+use crate::support::tofu::Tofu;
 
 const ADMIN_PW: &str = "admin-password-0001";
 
@@ -18,27 +18,35 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().unwrap()
 }
 
+/// One test's registry (its own name and domain) and a Pebble of its own.
 struct AcmeFixture {
-    lo: LocalOcean,
+    lo: Ocean,
     pebble: Pebble,
     tf: Tofu,
+    name: String,
     domain: String,
     fqdn: String,
 }
 
 impl AcmeFixture {
+    /// On the binary's shared localocean.
     fn new(opts: PebbleOptions) -> Self {
-        let lo = LocalOcean::up();
-        use rand::Rng;
-        let domain = format!("tf-acc-test-{:08x}.test", rand::thread_rng().gen::<u32>());
+        Self::on(Ocean::shared(), opts)
+    }
+
+    fn on(lo: Ocean, opts: PebbleOptions) -> Self {
+        let name = unique_label();
+        let domain = format!("{name}.test");
         lo.create_domain(&domain);
-        // Pebble validates HTTP-01 on port 80 of the droplet, as a public CA would.
-        let pebble = Pebble::start_with(lo.dns, 80, opts);
+        // Pebble validates HTTP-01 on port 80 of the droplet, as a public CA would, and
+        // resolves through localocean's resolver, which follows delegations as the internet's do.
+        let pebble = Pebble::start_with(lo.resolver, 80, opts);
         let fqdn = format!("registry.{domain}");
         Self {
             lo,
             pebble,
             tf: Tofu::new(""),
+            name,
             domain,
             fqdn,
         }
@@ -51,12 +59,12 @@ impl AcmeFixture {
             self.lo.token,
             self.lo.api_url,
             self.pebble.directory_url(),
-            self.lo.dns
+            self.lo.resolver
         );
         let body = format!(
             r#"
 resource "docker_registry" "r" {{
-  name   = "acme"
+  name   = "{}"
   region = "nyc3"
   fqdn   = "{}"
   users  = {{ admin = {{ password = "{ADMIN_PW}" }} }}
@@ -66,7 +74,7 @@ resource "docker_registry" "r" {{
 {extra}
 }}
 "#,
-            self.fqdn
+            self.name, self.fqdn
         );
         self.tf
             .write("main.tf", &format!("{PROVIDER_BLOCK}\n{provider}\n{body}"));
@@ -80,7 +88,16 @@ resource "docker_registry" "r" {{
         self.tf.resource_values()
     }
 
+    /// The challenge's answers (TXT) in the user's domain; not the delegation of the name
+    /// to the droplet (an NS record, there for the droplet's own DNS-01 renewals).
     fn challenge_records(&self) -> Vec<Value> {
+        self.acme_records()
+            .into_iter()
+            .filter(|r| r["type"] != "NS")
+            .collect()
+    }
+
+    fn acme_records(&self) -> Vec<Value> {
         self.lo
             .records(&self.domain)
             .into_iter()
@@ -133,12 +150,13 @@ resource "docker_registry" "r" {{
             self.tf
                 .run_text(&["destroy", "-auto-approve", "-no-color", "-input=false"]);
         assert!(ok, "destroy: {out}");
-        assert!(self.lo.droplets().is_empty());
+        assert!(self.lo.droplets_of(&self.name).is_empty());
         let left: Vec<Value> = self
             .lo
             .records(&self.domain)
             .into_iter()
-            .filter(|r| r["type"] != "NS" && r["type"] != "SOA")
+            // The zone's own SOA and NS stay; the challenge's delegation (an NS too) goes.
+            .filter(|r| r["type"] != "SOA" && !(r["type"] == "NS" && r["name"] == "@"))
             .collect();
         assert!(left.is_empty(), "records left: {left:?}");
     }
@@ -184,6 +202,18 @@ fn acme_dns01_issues_overlaps_the_boot_and_revokes_on_destroy() {
         fx.challenge_records().is_empty(),
         "challenge records left: {:?}",
         fx.challenge_records()
+    );
+    // renew = "droplet" (the default): the challenge name is delegated to the droplet.
+    let delegation = fx.acme_records();
+    assert_eq!(delegation.len(), 1, "{delegation:?}");
+    assert_eq!(delegation[0]["type"], "NS", "{delegation:?}");
+    assert_eq!(
+        delegation[0]["data"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches('.'),
+        fx.fqdn,
+        "{delegation:?}"
     );
     let caa: Vec<Value> = fx
         .lo
@@ -236,7 +266,11 @@ fn acme_renewal_shows_in_the_plan_and_apply_serves_a_new_serial_under_pulls() {
         validity_seconds: Some(10 * 86400),
         ..Default::default()
     });
-    fx.config("    source = \"acme\"\n    renew_before_days = 30", "");
+    // Renewal through the plan only (the droplet's own renewal: tests/acceptance/renewal.rs).
+    fx.config(
+        "    source = \"acme\"\n    renew_before_days = 30\n    renew = \"plan\"",
+        "",
+    );
     let (ok, out) = fx.apply_logged("create.log");
     assert!(ok, "apply: {out}");
     let v1 = fx.values();
@@ -251,7 +285,7 @@ fn acme_renewal_shows_in_the_plan_and_apply_serves_a_new_serial_under_pulls() {
     assert!(plan.contains("certificate_pem"), "{plan}");
 
     let looper =
-        crate::registry::PullLoop::start(fx.skopeo(), reference, format!("admin:{ADMIN_PW}"));
+        super::registry::PullLoop::start(fx.skopeo(), reference, format!("admin:{ADMIN_PW}"));
     std::thread::sleep(Duration::from_secs(1));
     let (ok, out) = fx.apply_logged("renew.log");
     std::thread::sleep(Duration::from_secs(1));
@@ -288,12 +322,62 @@ fn acme_renewal_shows_in_the_plan_and_apply_serves_a_new_serial_under_pulls() {
         "the droplet serves an old certificate"
     );
     eprintln!("renewal: {pulls} pulls through the apply, none failed");
+
+    // Switched to the droplet's own renewal (not due for nine days with renew_before_days =
+    // 1): this existing registry gets certbot, the timer (and BIND for DNS-01) on this apply,
+    // and the plan after it is empty.
+    fx.config("    source = \"acme\"\n    renew_before_days = 1", "");
+    let (ok, out) = fx.apply_logged("switch.log");
+    assert!(ok, "apply switching to renew = \"droplet\": {out}");
+    let v3 = fx.values();
+    assert_eq!(v3["tls"][0]["renew"], "droplet");
+    assert!(
+        v3["acme_delegation_record_id"].is_number(),
+        "no delegation of the challenge name: {}",
+        v3["acme_delegation_record_id"]
+    );
+    let keys = tempfile::tempdir().unwrap();
+    let (key, known) = (keys.path().join("id"), keys.path().join("known_hosts"));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&key, v3["management_private_key"].as_str().unwrap()).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(
+            &known,
+            format!("{ip} {}\n", v3["host_public_key"].as_str().unwrap()),
+        )
+        .unwrap();
+    }
+    let out = super::registry::ssh_pinned(
+        &key,
+        &known,
+        ip,
+        "systemctl is-active registry-renew.timer named; systemctl is-enabled registry-renew.timer",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["active", "active", "enabled"],
+        "the droplet's renewal is not running: {}",
+        text(&out)
+    );
+    let out = fx
+        .tf
+        .run(&["plan", "-no-color", "-input=false", "-detailed-exitcode"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the plan after the switch is not empty:\n{}",
+        text(&out)
+    );
     fx.destroy();
 }
 
 #[test]
 fn dns01_failure_names_the_record_and_leaves_none() {
-    let fx = AcmeFixture::new(PebbleOptions::default());
+    // Arms a fault: an instance of this test's own.
+    let fx = AcmeFixture::on(Ocean::own(), PebbleOptions::default());
     // Creating records fails; the A record is made later, so only the challenge is hit.
     fx.lo.arm_fault(json!({
         "kind": "http", "method": "POST",
@@ -320,9 +404,9 @@ fn dns01_failure_names_the_record_and_leaves_none() {
 
 #[test]
 fn provided_certificate_is_served_and_one_for_another_name_fails_the_plan() {
-    let lo = LocalOcean::up();
-    use rand::Rng;
-    let domain = format!("tf-acc-test-{:08x}.test", rand::thread_rng().gen::<u32>());
+    let lo = Ocean::shared();
+    let name = unique_label();
+    let domain = format!("{name}.test");
     lo.create_domain(&domain);
     let fqdn = format!("registry.{domain}");
     let make = |name: &str| {
@@ -342,7 +426,7 @@ fn provided_certificate_is_served_and_one_for_another_name_fails_the_plan() {
         let body = format!(
             r#"
 resource "docker_registry" "r" {{
-  name   = "provided"
+  name   = "{name}"
   region = "nyc3"
   fqdn   = "{fqdn}"
   users  = {{ admin = {{ password = "{ADMIN_PW}" }} }}
@@ -401,5 +485,5 @@ resource "docker_registry" "r" {{
     assert!(out.status.success(), "{}", text(&out));
     let (ok, out) = tf.run_text(&["destroy", "-auto-approve", "-no-color", "-input=false"]);
     assert!(ok, "{out}");
-    assert!(lo.droplets().is_empty());
+    assert!(lo.droplets_of(&name).is_empty());
 }

@@ -1,6 +1,7 @@
 //! docker_registry end to end: apply, push and pull with skopeo, users changed in place under
 //! a loop of pulls, a hand edit put back, destroy leaving nothing, a failed apply destroyed,
-//! bad inputs refused at plan time, no secret in a trace log.
+//! bad inputs refused at plan time, no secret in a trace log, a droplet replaced behind its
+//! reserved IP under a loop of pulls.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -8,55 +9,69 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::localocean::LocalOcean;
-use crate::registry_client::{make_oci_image, manifest_digest, text, Skopeo};
-use crate::tofu::Tofu;
-use crate::PROVIDER_BLOCK;
+use super::PROVIDER_BLOCK;
+use crate::support::docker::v2_status_with_token;
+use crate::support::localocean::{unique_label, Ocean};
+use crate::support::registry_client::{make_oci_image, manifest_digest, text, Skopeo};
+use crate::support::tofu::Tofu;
 
-const ADMIN_PW: &str = "admin-password-0001";
+pub(super) const ADMIN_PW: &str = "admin-password-0001";
 const READER_PW: &str = "reader-password-0002";
 const LOOPER_PW: &str = "looper-password-0003";
 
-fn rand_label() -> String {
-    use rand::Rng;
-    let n: u32 = rand::thread_rng().gen();
-    format!("tf-acc-test-{n:08x}")
-}
-
-struct Fixture {
-    lo: LocalOcean,
-    tf: Tofu,
-    domain: String,
-    fqdn: String,
+/// One test's registry: its own name (`NAME` in a config), domain and fqdn (`FQDN`), so the
+/// tests share one localocean and each checks only what its registry made.
+pub(super) struct Fixture {
+    pub(super) lo: Ocean,
+    pub(super) tf: Tofu,
+    pub(super) name: String,
+    pub(super) domain: String,
+    pub(super) fqdn: String,
 }
 
 impl Fixture {
-    fn new() -> Self {
-        let lo = LocalOcean::up();
-        let domain = format!("{}.test", rand_label());
+    /// On the binary's shared localocean.
+    pub(super) fn new() -> Self {
+        Self::on(Ocean::shared())
+    }
+
+    pub(super) fn on(lo: Ocean) -> Self {
+        let name = unique_label();
+        let domain = format!("{name}.test");
         lo.create_domain(&domain);
         let fqdn = format!("registry.{domain}");
         let tf = Tofu::new("");
         Self {
             lo,
             tf,
+            name,
             domain,
             fqdn,
         }
     }
 
+    /// This registry's droplets.
+    pub(super) fn droplets(&self) -> Vec<Value> {
+        self.lo.droplets_of(&self.name)
+    }
+
     /// Writes main.tf with the provider pointed at this localocean and `body` after it.
-    fn config(&self, body: &str) {
+    pub(super) fn config(&self, body: &str) {
+        self.config_with(body, "");
+    }
+
+    /// As [`Fixture::config`], with `provider_extra` in the provider block.
+    pub(super) fn config_with(&self, body: &str, provider_extra: &str) {
         let provider = format!(
-            "provider \"docker\" {{\n  token = \"{}\"\n  api_endpoint = \"{}\"\n}}\n",
+            "provider \"docker\" {{\n  token = \"{}\"\n  api_endpoint = \"{}\"\n{provider_extra}}}\n",
             self.lo.token, self.lo.api_url
         );
-        let body = body.replace("FQDN", &self.fqdn);
+        let body = body.replace("FQDN", &self.fqdn).replace("NAME", &self.name);
         self.tf
             .write("main.tf", &format!("{PROVIDER_BLOCK}\n{provider}\n{body}"));
     }
 
-    fn apply(&self) -> String {
+    pub(super) fn apply(&self) -> String {
         let (ok, out) = self
             .tf
             .run_text(&["apply", "-auto-approve", "-no-color", "-input=false"]);
@@ -68,36 +83,36 @@ impl Fixture {
         out
     }
 
-    fn values(&self) -> Value {
+    pub(super) fn values(&self) -> Value {
         self.tf.resource_values()
     }
 
     /// `tofu plan -detailed-exitcode`: 0 no changes, 2 changes.
-    fn plan_code(&self) -> (i32, String) {
+    pub(super) fn plan_code(&self) -> (i32, String) {
         let out = self
             .tf
             .run(&["plan", "-no-color", "-input=false", "-detailed-exitcode"]);
         (out.status.code().unwrap_or(-1), text(&out))
     }
 
-    fn skopeo(&self, ca: Option<&str>) -> Skopeo {
+    pub(super) fn skopeo(&self, ca: Option<&str>) -> Skopeo {
         Skopeo::new(self.lo.bridge_ip(), ca)
     }
 
-    fn destroy_and_check_nothing_left(&self) {
+    pub(super) fn destroy_and_check_nothing_left(&self) {
         let (ok, out) =
             self.tf
                 .run_text(&["destroy", "-auto-approve", "-no-color", "-input=false"]);
         assert!(ok, "tofu destroy failed:\n{out}");
         assert!(
-            self.lo.droplets().is_empty(),
+            self.droplets().is_empty(),
             "droplets left: {:?}",
-            self.lo.droplets()
+            self.droplets()
         );
         assert!(
-            self.lo.firewalls().is_empty(),
+            self.lo.firewalls_of(&self.name).is_empty(),
             "firewalls left: {:?}",
-            self.lo.firewalls()
+            self.lo.firewalls_of(&self.name)
         );
         let records: Vec<Value> = self
             .lo
@@ -106,11 +121,21 @@ impl Fixture {
             .filter(|r| r["type"] != "NS" && r["type"] != "SOA")
             .collect();
         assert!(records.is_empty(), "records left: {records:?}");
-        // The provider registers no SSH key of its own; a key a test made itself is its own.
+        // The provider registers no SSH key of its own; the keys tests make themselves are
+        // named `person-<test>`.
         let (_, keys) = self.lo.api("GET", "/v2/account/keys", None);
         let left: Vec<&Value> = keys["ssh_keys"]
             .as_array()
-            .map(|k| k.iter().filter(|k| k["name"] != "person").collect())
+            .map(|k| {
+                k.iter()
+                    .filter(|k| {
+                        !k["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .starts_with("person-")
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         assert!(left.is_empty(), "ssh keys left: {keys}");
     }
@@ -144,7 +169,7 @@ fn registry_body(users: &str) -> String {
     format!(
         r#"
 resource "docker_registry" "r" {{
-  name   = "registry"
+  name   = "NAME"
   region = "nyc3"
   fqdn   = "FQDN"
   users = {{
@@ -182,7 +207,15 @@ impl PullLoop {
         let (s, o, f) = (stop.clone(), ok.clone(), failures.clone());
         let handle = std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
+                // At most five pulls a second: each asks /token with credentials, which nginx
+                // limits to 10 a second per client (burst 40); a quiet machine ran faster.
+                let began = std::time::Instant::now();
                 let out = skopeo.inspect_raw(&reference, Some(&creds));
+                if let Some(rest) =
+                    std::time::Duration::from_millis(200).checked_sub(began.elapsed())
+                {
+                    std::thread::sleep(rest);
+                }
                 if out.status.success() {
                     o.fetch_add(1, Ordering::SeqCst);
                 } else {
@@ -323,14 +356,7 @@ fn registry_lifecycle_push_pull_users_drift_destroy() {
         Some(droplet_id),
         "the droplet was replaced"
     );
-    let auth = |u: &str, p: &str| {
-        http.get(format!("https://{}/v2/", fx.fqdn))
-            .basic_auth(u, Some(p))
-            .send()
-            .unwrap()
-            .status()
-            .as_u16()
-    };
+    let auth = |u: &str, p: &str| v2_status_with_token(&http, &fx.fqdn, u, p);
     assert_eq!(auth("reader", READER_PW), 401, "removed user still works");
     assert_eq!(
         auth("writer", "writer-password-05"),
@@ -415,14 +441,15 @@ fn registry_lifecycle_push_pull_users_drift_destroy() {
 
 #[test]
 fn failed_apply_names_the_droplet_and_destroy_cleans_up() {
-    let fx = Fixture::new();
+    // The fault hits the next droplet to boot: an instance of this test's own.
+    let fx = Fixture::on(Ocean::own());
     // sshd refuses the provider for longer than the create may take.
     fx.lo
         .arm_fault(json!({ "kind": "ssh_refused", "seconds": 600 }));
     fx.config(&format!(
         r#"
 resource "docker_registry" "r" {{
-  name   = "halfway"
+  name   = "NAME"
   region = "nyc3"
   fqdn   = "FQDN"
   users = {{ admin = {{ password = "{ADMIN_PW}" }} }}
@@ -436,7 +463,7 @@ resource "docker_registry" "r" {{
         .tf
         .run_text(&["apply", "-auto-approve", "-no-color", "-input=false"]);
     assert!(!ok, "apply should fail while SSH is refused:\n{out}");
-    let droplets = fx.lo.droplets();
+    let droplets = fx.droplets();
     assert_eq!(droplets.len(), 1, "{droplets:?}");
     let id = droplets[0]["id"].as_u64().unwrap();
     assert!(
@@ -444,7 +471,7 @@ resource "docker_registry" "r" {{
         "the error does not name droplet {id}:\n{out}"
     );
     assert!(
-        out.contains("halfway"),
+        out.contains(&fx.name),
         "the error does not name the droplet:\n{out}"
     );
     eprintln!("failed apply took {:?}", started.elapsed());
@@ -484,7 +511,7 @@ resource "docker_registry" "r" {{
         (
             "bad fqdn",
             base(
-                "r",
+                &fx.name,
                 "nyc3",
                 "s-1vcpu-1gb",
                 "debian-12-x64",
@@ -497,7 +524,7 @@ resource "docker_registry" "r" {{
         (
             "domain not in account",
             base(
-                "r",
+                &fx.name,
                 "nyc3",
                 "s-1vcpu-1gb",
                 "debian-12-x64",
@@ -510,7 +537,7 @@ resource "docker_registry" "r" {{
         (
             "empty username",
             base(
-                "r",
+                &fx.name,
                 "nyc3",
                 "s-1vcpu-1gb",
                 "debian-12-x64",
@@ -523,7 +550,7 @@ resource "docker_registry" "r" {{
         (
             "long username",
             base(
-                "r",
+                &fx.name,
                 "nyc3",
                 "s-1vcpu-1gb",
                 "debian-12-x64",
@@ -536,7 +563,7 @@ resource "docker_registry" "r" {{
         (
             "colon username",
             base(
-                "r",
+                &fx.name,
                 "nyc3",
                 "s-1vcpu-1gb",
                 "debian-12-x64",
@@ -549,7 +576,7 @@ resource "docker_registry" "r" {{
         (
             "space username",
             base(
-                "r",
+                &fx.name,
                 "nyc3",
                 "s-1vcpu-1gb",
                 "debian-12-x64",
@@ -562,7 +589,7 @@ resource "docker_registry" "r" {{
         (
             "newline username",
             base(
-                "r",
+                &fx.name,
                 "nyc3",
                 "s-1vcpu-1gb",
                 "debian-12-x64",
@@ -575,7 +602,7 @@ resource "docker_registry" "r" {{
         (
             "short password",
             base(
-                "r",
+                &fx.name,
                 "nyc3",
                 "s-1vcpu-1gb",
                 "debian-12-x64",
@@ -588,7 +615,7 @@ resource "docker_registry" "r" {{
         (
             "both passwords",
             base(
-                "r",
+                &fx.name,
                 "nyc3",
                 "s-1vcpu-1gb",
                 "debian-12-x64",
@@ -599,22 +626,9 @@ resource "docker_registry" "r" {{
             "Conflicting passwords",
         ),
         (
-            "no password",
-            base(
-                "r",
-                "nyc3",
-                "s-1vcpu-1gb",
-                "debian-12-x64",
-                "FQDN",
-                "admin = { access = \"push\" }",
-                cidr,
-            ),
-            "Missing password",
-        ),
-        (
             "bad bcrypt",
             base(
-                "r",
+                &fx.name,
                 "nyc3",
                 "s-1vcpu-1gb",
                 "debian-12-x64",
@@ -627,7 +641,7 @@ resource "docker_registry" "r" {{
         (
             "unknown access",
             base(
-                "r",
+                &fx.name,
                 "nyc3",
                 "s-1vcpu-1gb",
                 "debian-12-x64",
@@ -640,7 +654,7 @@ resource "docker_registry" "r" {{
         (
             "unknown region",
             base(
-                "r",
+                &fx.name,
                 "atlantis1",
                 "s-1vcpu-1gb",
                 "debian-12-x64",
@@ -653,7 +667,7 @@ resource "docker_registry" "r" {{
         (
             "unknown size",
             base(
-                "r",
+                &fx.name,
                 "nyc3",
                 "s-64vcpu-1tb",
                 "debian-12-x64",
@@ -666,7 +680,7 @@ resource "docker_registry" "r" {{
         (
             "unknown image",
             base(
-                "r",
+                &fx.name,
                 "nyc3",
                 "s-1vcpu-1gb",
                 "windows-95",
@@ -679,7 +693,7 @@ resource "docker_registry" "r" {{
         (
             "bad cidr",
             base(
-                "r",
+                &fx.name,
                 "nyc3",
                 "s-1vcpu-1gb",
                 "debian-12-x64",
@@ -720,34 +734,85 @@ resource "docker_registry" "r" {{
             );
         }
     }
-    assert!(
-        fx.lo.droplets().is_empty(),
-        "a failed plan created a droplet"
-    );
+    assert!(fx.droplets().is_empty(), "a failed plan created a droplet");
 }
 
 #[test]
 fn droplet_generation_bump_replaces_the_droplet_inside_an_update() {
     let fx = Fixture::new();
+    // Images in a bucket, so both droplets serve the same ones: a loop of pulls runs through
+    // the replacement. The provider's own Spaces key: full access, as a user's would be.
+    let (status, key) = fx.lo.api(
+        "POST",
+        "/v2/spaces/keys",
+        Some(json!({ "name": format!("{}-provider", fx.name), "grants": [{ "bucket": "", "permission": "fullaccess" }] })),
+    );
+    assert_eq!(status, 201, "{key}");
+    let provider_key = key["key"]["access_key"].as_str().unwrap().to_owned();
+    let port = fx
+        .lo
+        .s3_url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let spaces = format!(
+        "  spaces_access_id = \"{provider_key}\"\n  spaces_secret_key = \"{}\"\n  spaces_endpoint = \"http://{}:{port}\"\n",
+        key["key"]["secret_key"].as_str().or(key["secret_key"].as_str()).unwrap(),
+        fx.lo.bridge_ip()
+    );
     let body = |generation: u32| {
         format!(
             r#"
 resource "docker_registry" "r" {{
-  name   = "regen"
+  name   = "NAME"
   region = "nyc3"
   fqdn   = "FQDN"
   droplet_generation = {generation}
+  reserved_ip = true
   users = {{ admin = {{ password = "{ADMIN_PW}" }} }}
   tls {{ source = "self_signed" }}
+  storage {{
+    backend = "spaces"
+    bucket  = "NAME-images"
+    force_destroy = true
+  }}
 }}
 "#
         )
     };
-    fx.config(&body(1));
+    let a_records = || -> Vec<Value> {
+        fx.lo
+            .records(&fx.domain)
+            .into_iter()
+            .filter(|r| r["type"] == "A")
+            .collect()
+    };
+    fx.config_with(&body(1), &spaces);
     fx.apply();
     let v1 = fx.values();
     let old_id = v1["droplet_id"].as_u64().unwrap();
-    fx.config(&body(2));
+    let rip = v1["reserved_ip_address"].as_str().unwrap().to_owned();
+    assert_ne!(v1["ipv4_address"].as_str(), Some(rip.as_str()));
+    let before = a_records();
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0]["data"].as_str(), Some(rip.as_str()), "A record");
+    let (_, r) = fx.lo.api("GET", &format!("/v2/reserved_ips/{rip}"), None);
+    assert_eq!(r["reserved_ip"]["droplet"]["id"].as_u64(), Some(old_id));
+
+    // An image to pull through the replacement, by the fqdn (the reserved IP).
+    let ca1 = v1["ca_certificate_pem"].as_str().unwrap().to_owned();
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("image");
+    make_oci_image(&image, 256 * 1024);
+    let reference = format!("{}/acc/moved:1", fx.fqdn);
+    let creds = format!("admin:{ADMIN_PW}");
+    let out = fx.skopeo(Some(&ca1)).push(&image, &reference, Some(&creds));
+    assert!(out.status.success(), "push: {}", text(&out));
+    let looper = PullLoop::start(fx.skopeo(Some(&ca1)), reference.clone(), creds);
+    std::thread::sleep(Duration::from_secs(1));
+    fx.config_with(&body(2), &spaces);
     let (code, plan) = fx.plan_code();
     assert_eq!(code, 2, "{plan}");
     assert!(
@@ -760,41 +825,56 @@ resource "docker_registry" "r" {{
     );
     let out = fx.apply();
     assert!(out.contains("1 changed"), "{out}");
+    std::thread::sleep(Duration::from_secs(2));
+    let (ok, failures) = looper.finish();
+    assert!(ok > 0, "no pull went through");
+    // A connection open to the old droplet at the instant the address moves is reset by the
+    // new one, which never saw it (so it is on DigitalOcean, whose reserved IPs move the
+    // same way): at most one such pull, caught mid-request. Any other failure (a refused
+    // connection, an HTTP error, a wrong certificate) fails the test.
+    let reset = |f: &String| f.contains("connection reset by peer") || f.contains("EOF");
+    assert!(
+        failures.len() <= 1 && failures.iter().all(reset),
+        "{} of {} pulls failed through the replacement: {failures:?}",
+        failures.len(),
+        ok + failures.len()
+    );
+    eprintln!(
+        "reserved IP replacement: {ok} pulls through the apply, {} reset at the move",
+        failures.len()
+    );
     let v2 = fx.values();
     let new_id = v2["droplet_id"].as_u64().unwrap();
     let new_ip = v2["ipv4_address"].as_str().unwrap().to_owned();
     assert_ne!(new_id, old_id, "the droplet was not replaced");
+    assert_eq!(v2["reserved_ip_address"].as_str(), Some(rip.as_str()));
+    let (_, r) = fx.lo.api("GET", &format!("/v2/reserved_ips/{rip}"), None);
+    assert_eq!(
+        r["reserved_ip"]["droplet"]["id"].as_u64(),
+        Some(new_id),
+        "the reserved IP did not move"
+    );
     assert_eq!(
         v2["host_key_fingerprint"], v1["host_key_fingerprint"],
         "the host key changed"
     );
     let ids: Vec<u64> = fx
-        .lo
         .droplets()
         .iter()
         .filter_map(|d| d["id"].as_u64())
         .collect();
     assert_eq!(ids, vec![new_id], "the old droplet is still there");
-    let a: Vec<Value> = fx
-        .lo
-        .records(&fx.domain)
-        .into_iter()
-        .filter(|r| r["type"] == "A")
-        .collect();
-    assert_eq!(a.len(), 1, "{a:?}");
-    assert_eq!(
-        a[0]["data"].as_str(),
-        Some(new_ip.as_str()),
-        "the record was not switched"
-    );
+    // No DNS change at all: the same record, the same address.
+    assert_eq!(a_records(), before, "the A record changed");
     let ca = v2["ca_certificate_pem"].as_str().unwrap();
-    let http = https_client(ca, &fx.fqdn, &new_ip);
-    let r = http
-        .get(format!("https://{}/v2/", fx.fqdn))
-        .basic_auth("admin", Some(ADMIN_PW))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    for ip in [&new_ip, &rip] {
+        let http = https_client(ca, &fx.fqdn, ip);
+        assert_eq!(
+            v2_status_with_token(&http, &fx.fqdn, "admin", ADMIN_PW),
+            200,
+            "through {ip}"
+        );
+    }
     let (code, out) = fx.plan_code();
     assert_eq!(code, 0, "plan after the replacement is not empty:\n{out}");
 
@@ -810,18 +890,26 @@ resource "docker_registry" "r" {{
     let (status, key) = fx.lo.api(
         "POST",
         "/v2/account/keys",
-        Some(json!({ "name": "person", "public_key": public.trim() })),
+        Some(json!({ "name": format!("person-{}", fx.name), "public_key": public.trim() })),
     );
     assert_eq!(status, 201, "{key}");
     let fp = key["ssh_key"]["fingerprint"].as_str().unwrap().to_owned();
-    fx.config(&body(2).replace(
-        "droplet_generation = 2",
-        &format!(
-            "droplet_generation = 2\n  ssh_key_fingerprints = [\"{fp}\"]\n  tags = [\"team-a\"]"
-        ),
-    ));
+    let later = |reserved_ip: bool| {
+        body(2)
+            .replace(
+                "droplet_generation = 2",
+                &format!(
+                    "droplet_generation = 2\n  ssh_key_fingerprints = [\"{fp}\"]\n  tags = [\"team-a\"]"
+                ),
+            )
+            .replace(
+                "reserved_ip = true",
+                &format!("reserved_ip = {reserved_ip}"),
+            )
+    };
+    fx.config_with(&later(true), &spaces);
     fx.apply();
-    let tags = fx.lo.droplets()[0]["tags"].clone();
+    let tags = fx.droplets()[0]["tags"].clone();
     assert!(
         tags.as_array().unwrap().contains(&json!("team-a")),
         "tag not applied: {tags}"
@@ -838,7 +926,61 @@ resource "docker_registry" "r" {{
         "the person's key does not log in: {}",
         text(&out)
     );
+
+    // Off, then on again, in place: the same droplet and record, the record moved each time.
+    fx.config_with(&later(false), &spaces);
+    fx.apply();
+    let v3 = fx.values();
+    assert_eq!(v3["droplet_id"].as_u64(), Some(new_id));
+    assert!(
+        v3["reserved_ip_address"].is_null(),
+        "{}",
+        v3["reserved_ip_address"]
+    );
+    let a = a_records();
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0]["id"], before[0]["id"], "the same record");
+    assert_eq!(
+        a[0]["data"].as_str(),
+        Some(new_ip.as_str()),
+        "record on the droplet"
+    );
+    let (status, r) = fx.lo.api("GET", &format!("/v2/reserved_ips/{rip}"), None);
+    assert_eq!(status, 404, "the reserved IP turned off is left: {r}");
+    fx.config_with(&later(true), &spaces);
+    fx.apply();
+    let v4 = fx.values();
+    assert_eq!(v4["droplet_id"].as_u64(), Some(new_id));
+    let rip2 = v4["reserved_ip_address"].as_str().unwrap().to_owned();
+    let a = a_records();
+    assert_eq!(
+        a[0]["data"].as_str(),
+        Some(rip2.as_str()),
+        "record on the reserved IP"
+    );
+    let (_, r) = fx.lo.api("GET", &format!("/v2/reserved_ips/{rip2}"), None);
+    assert_eq!(r["reserved_ip"]["droplet"]["id"].as_u64(), Some(new_id));
+    let http = https_client(ca, &fx.fqdn, &rip2);
+    assert_eq!(
+        v2_status_with_token(&http, &fx.fqdn, "admin", ADMIN_PW),
+        200,
+        "through {rip2}"
+    );
+    let (code, out) = fx.plan_code();
+    assert_eq!(
+        code, 0,
+        "plan after turning it on again is not empty:\n{out}"
+    );
+
     fx.destroy_and_check_nothing_left();
+    for ip in [&rip, &rip2] {
+        let (status, r) = fx.lo.api("GET", &format!("/v2/reserved_ips/{ip}"), None);
+        assert_eq!(status, 404, "the reserved IP is left: {r}");
+    }
+    let (status, _) = fx
+        .lo
+        .api("DELETE", &format!("/v2/spaces/keys/{provider_key}"), None);
+    assert_eq!(status, 204, "the provider's Spaces key");
     let (_, keys) = fx.lo.api("DELETE", &format!("/v2/account/keys/{fp}"), None);
     let _ = keys;
 }

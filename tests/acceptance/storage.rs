@@ -2,37 +2,39 @@
 //! replacement, the registry's Spaces key reaches its bucket only, and destroy keeps stored
 //! images unless `force_destroy`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::localocean::LocalOcean;
-use crate::registry::{ssh_pinned, PullLoop};
-use crate::registry_client::{make_oci_image, text, Skopeo};
-use crate::tofu::Tofu;
-use crate::PROVIDER_BLOCK;
+use super::registry::{ssh_pinned, PullLoop};
+use super::PROVIDER_BLOCK;
+use crate::support::localocean::{unique_label, Ocean};
+use crate::support::registry_client::{make_oci_image, text, Skopeo};
+use crate::support::tofu::Tofu;
 
 const ADMIN_PW: &str = "admin-password-0001";
 
+/// One test's registry on the shared localocean: its own name, domain and bucket names.
 struct StorageFixture {
-    lo: LocalOcean,
+    lo: Ocean,
     tf: Tofu,
+    name: String,
     fqdn: String,
     spaces: Option<(String, String, String)>,
 }
 
 impl StorageFixture {
     fn new(with_spaces: bool) -> Self {
-        let lo = LocalOcean::up();
-        use rand::Rng;
-        let domain = format!("tf-acc-test-{:08x}.test", rand::thread_rng().gen::<u32>());
+        let lo = Ocean::shared();
+        let name = unique_label();
+        let domain = format!("{name}.test");
         lo.create_domain(&domain);
         // The provider's own Spaces credentials: a full-access key, as a user would have.
         let spaces = with_spaces.then(|| {
             let (status, body) = lo.api(
                 "POST",
                 "/v2/spaces/keys",
-                Some(json!({ "name": "provider", "grants": [{ "bucket": "", "permission": "fullaccess" }] })),
+                Some(json!({ "name": format!("{name}-provider"), "grants": [{ "bucket": "", "permission": "fullaccess" }] })),
             );
             assert_eq!(status, 201, "{body}");
             // Droplets reach Spaces on the bridge address, and so does the host.
@@ -47,8 +49,14 @@ impl StorageFixture {
             lo,
             tf: Tofu::new(""),
             fqdn: format!("registry.{domain}"),
+            name,
             spaces,
         }
+    }
+
+    /// This registry's droplets.
+    fn droplets(&self) -> Vec<Value> {
+        self.lo.droplets_of(&self.name)
     }
 
     fn config(&self, generation: u32, storage: &str) {
@@ -67,7 +75,7 @@ provider "docker" {{
 {provider}}}
 
 resource "docker_registry" "r" {{
-  name   = "store"
+  name   = "{}"
   region = "nyc3"
   fqdn   = "{}"
   droplet_generation = {generation}
@@ -78,7 +86,7 @@ resource "docker_registry" "r" {{
   }}
 }}
 "#,
-            self.fqdn
+            self.name, self.fqdn
         );
         self.tf
             .write("main.tf", &format!("{PROVIDER_BLOCK}\n{body}"));
@@ -134,6 +142,110 @@ resource "docker_registry" "r" {{
     }
 }
 
+/// Arms a SlowDown storm on this test's bucket alone: half of its S3 requests, spread evenly,
+/// answer `503 SlowDown`, up to `count`. Scoped by the bucket's path, it is safe on the shared
+/// instance (the helper's own-instance rule is for faults that take whatever comes next).
+fn slow_down_storm(lo: &Ocean, bucket: &str, count: u32) -> u64 {
+    arm(
+        lo,
+        json!({ "kind": "spaces", "path_prefix": format!("/{bucket}/"),
+                "status": 503, "share": 0.5, "count": count }),
+    )
+}
+
+/// Arms a fault scoped to this test's own objects (its bucket, its droplet); returns its id.
+fn arm(lo: &Ocean, spec: Value) -> u64 {
+    let url = format!("{}/_localocean/faults", lo.api_url);
+    let resp = reqwest::blocking::Client::new()
+        .post(&url)
+        .json(&spec)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201, "arming {spec}");
+    let body: Value = resp.json().unwrap();
+    body["fault"]["id"].as_u64().unwrap()
+}
+
+/// Ends fault `id`, leaving any other test's faults armed.
+fn disarm(lo: &Ocean, id: u64) {
+    let url = format!("{}/_localocean/faults/{id}", lo.api_url);
+    let resp = reqwest::blocking::Client::new().delete(url).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+}
+
+/// How many answers fault `id` replaced.
+fn fired(lo: &Ocean, id: u64) -> u64 {
+    let url = format!("{}/_localocean/faults", lo.api_url);
+    let body: Value = reqwest::blocking::get(url).unwrap().json().unwrap();
+    body["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"].as_u64() == Some(id))
+        .map(|f| f["fired"].as_u64().unwrap_or(0))
+        .unwrap()
+}
+
+/// Runs `apply` and SIGKILLs the provider (found by its process id, as tofu's child) once
+/// `made` says the create got far enough; returns tofu's output once it gave up.
+fn apply_killed_when(fx: &StorageFixture, made: impl Fn() -> bool) -> String {
+    let mut tofu = fx
+        .tf
+        .command(&["apply", "-auto-approve", "-no-color", "-input=false"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !made() {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the create never got there"
+        );
+        assert!(
+            tofu.try_wait().unwrap().is_none(),
+            "apply ended before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Go starts processes from any of its threads: every thread's children are tofu's.
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", tofu.id())).unwrap();
+    let provider: Vec<u32> = tasks
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .map(|p| p.parse::<u32>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .filter(|p| {
+            std::fs::read_link(format!("/proc/{p}/exe"))
+                .map(|e| e.to_string_lossy().contains("terraform-provider-docker"))
+                .unwrap_or(false)
+        })
+        .collect();
+    assert_eq!(provider.len(), 1, "tofu's provider process: {provider:?}");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &provider[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    eprintln!(
+        "killed create: provider ({}) SIGKILLed {:?} into the apply",
+        provider[0],
+        started.elapsed()
+    );
+    let out = tofu.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "apply succeeded with its provider killed"
+    );
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 fn gap_ms(log: &str) -> Option<u64> {
     log.lines()
         .filter(|l| l.contains("volume switch-over gap"))
@@ -148,10 +260,33 @@ fn gap_ms(log: &str) -> Option<u64> {
 fn volume_keeps_images_across_a_droplet_replacement_and_destroy_needs_force() {
     let fx = StorageFixture::new(false);
     fx.config(1, "    backend  = \"volume\"\n    size_gib = 1");
+    // The provider SIGKILLed in the middle of the create, its volume made: no state knows the
+    // volume, which says it is being created; the next apply takes it back (one volume, the
+    // same), and the destroy at the end leaves none.
+    let out = apply_killed_when(&fx, || !fx.lo.volumes_of(&fx.name).is_empty());
+    let left = fx.lo.volumes_of(&fx.name);
+    assert_eq!(left.len(), 1, "{left:?}\n{out}");
+    let creating = |v: &Value| {
+        v["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t.as_str().unwrap().starts_with("docker-registry-creating-"))
+    };
+    assert!(creating(&left[0]), "{:?}", left[0]);
     let (ok, out) = fx.apply_logged("create.log");
     assert!(ok, "apply: {out}\n{}", fx.lo.log_tail());
     let v1 = fx.values();
     let volume_id = v1["volume_id"].as_str().expect("volume_id").to_owned();
+    let now = fx.lo.volumes_of(&fx.name);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(
+        left[0]["id"].as_str(),
+        Some(volume_id.as_str()),
+        "not taken back"
+    );
+    assert!(!creating(&now[0]), "{:?}", now[0]);
+    assert_eq!(fx.droplets().len(), 1, "{:?}", fx.droplets());
     let (by_digest, _) = fx.push(256 * 1024);
     fx.pull(&by_digest);
 
@@ -174,10 +309,64 @@ fn volume_keeps_images_across_a_droplet_replacement_and_destroy_needs_force() {
     assert!(!ok, "destroy should refuse:\n{out}");
     assert!(out.contains("force_destroy"), "{out}");
     assert_eq!(
-        fx.lo.droplets().len(),
+        fx.droplets().len(),
         1,
         "destroy deleted the droplet although it refused"
     );
+    fx.pull(&by_digest);
+
+    // SSH refused during the destroy: the volume cannot be measured now, so it counts as
+    // holding images; nothing is deleted, the state keeps everything, and once SSH is back
+    // the forced destroy below completes. Without the refresh (which would spend its own
+    // 30 s trying SSH), the refusal need only outlast the destroy's 30 s of tries.
+    let droplet = v2["droplet_id"].as_u64().unwrap();
+    let refusal = Duration::from_secs(50);
+    let refused_at = Instant::now();
+    arm(
+        &fx.lo,
+        json!({ "kind": "ssh_refused", "droplet_id": droplet, "seconds": refusal.as_secs() }),
+    );
+    let (ok, out) = fx.tf.run_text(&[
+        "destroy",
+        "-auto-approve",
+        "-no-color",
+        "-input=false",
+        "-refresh=false",
+    ]);
+    let took = refused_at.elapsed();
+    assert!(
+        took < refusal,
+        "the destroy outlasted the refusal ({took:?}): SSH may have answered"
+    );
+    assert!(!ok, "destroy should refuse while SSH is refused:\n{out}");
+    let said = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        said.contains("nothing was destroyed")
+            && said.contains(&format!(
+                "({volume_id}) still holds data that could not be measured"
+            ))
+            && said.contains("presumed to hold images")
+            && said.contains("force_destroy"),
+        "the error does not say why the volume was kept:\n{out}"
+    );
+    eprintln!("ssh refused: destroy refused after {took:?}");
+    let ids: Vec<u64> = fx
+        .droplets()
+        .iter()
+        .filter_map(|d| d["id"].as_u64())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![droplet],
+        "destroy deleted the droplet although it refused"
+    );
+    assert_eq!(fx.lo.volumes_of(&fx.name).len(), 1, "the volume is gone");
+    let v3 = fx.values();
+    assert_eq!(v3["droplet_id"], v2["droplet_id"]);
+    assert_eq!(v3["volume_id"].as_str(), Some(volume_id.as_str()));
+    if let Some(left) = refusal.checked_sub(refused_at.elapsed()) {
+        std::thread::sleep(left + Duration::from_secs(2));
+    }
     fx.pull(&by_digest);
 
     fx.config(
@@ -188,13 +377,9 @@ fn volume_keeps_images_across_a_droplet_replacement_and_destroy_needs_force() {
     assert!(ok, "{out}");
     let (ok, out) = fx.destroy();
     assert!(ok, "destroy with force_destroy: {out}");
-    assert!(fx.lo.droplets().is_empty());
-    let (_, vols) = fx.lo.api("GET", "/v2/volumes", None);
-    assert_eq!(
-        vols["volumes"].as_array().map(Vec::len),
-        Some(0),
-        "volume left: {vols}"
-    );
+    assert!(fx.droplets().is_empty());
+    let vols = fx.lo.volumes_of(&fx.name);
+    assert!(vols.is_empty(), "volume left: {vols:?}");
 }
 
 #[test]
@@ -206,24 +391,7 @@ fn spaces_bucket_keeps_images_across_a_droplet_replacement_under_pulls() {
         format!("    backend = \"spaces\"\n    bucket  = \"{bucket}\"\n    force_destroy = {force}")
     };
     fx.config(1, &storage(false));
-    let (ok, out) = fx.apply_logged("create.log");
-    assert!(ok, "apply: {out}\n{}", fx.lo.log_tail());
-    let v1 = fx.values();
-    let (by_digest, tag) = fx.push(256 * 1024);
-    fx.pull(&by_digest);
-
-    // The registry's key: its own, readwrite on this bucket only; the provider's is not on the droplet.
     let (provider_id, provider_secret, endpoint) = fx.spaces.clone().unwrap();
-    let key_id = v1["spaces_key_id"].as_str().unwrap().to_owned();
-    let key_secret = v1["spaces_secret_key"].as_str().unwrap().to_owned();
-    assert_ne!(key_id, provider_id);
-    let (status, key) = fx.lo.api("GET", &format!("/v2/spaces/keys/{key_id}"), None);
-    assert_eq!(status, 200, "{key}");
-    assert_eq!(
-        key["key"]["grants"],
-        json!([{ "bucket": bucket, "permission": "readwrite" }]),
-        "{key}"
-    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     use terraform_provider_docker::secret::Secret;
     use terraform_provider_docker::storage::spaces::S3;
@@ -235,6 +403,54 @@ fn spaces_bucket_keeps_images_across_a_droplet_replacement_under_pulls() {
         Secret::new(provider_secret.clone()),
     )
     .unwrap();
+    // The provider SIGKILLed right after it made the bucket and marked it as this registry's:
+    // the next apply takes the bucket back as made by it (no adoption), so the forced destroy
+    // at the end deletes it.
+    apply_killed_when(&fx, || {
+        rt.block_on(provider_s3.read_marker(&bucket))
+            .ok()
+            .flatten()
+            .is_some()
+    });
+    // Created, verified (a blob written and read through the registry), pushed to and pulled
+    // from while Spaces answers every other request of the bucket with 503 SlowDown.
+    let storm = slow_down_storm(&fx.lo, &bucket, 1000);
+    let (ok, out) = fx.apply_logged("create.log");
+    assert!(ok, "apply: {out}\n{}", fx.lo.log_tail());
+    let said = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        said.contains("The bucket an interrupted create left will be taken back")
+            && !said.contains("will be adopted"),
+        "the bucket this registry made is not taken back:\n{out}"
+    );
+    assert!(
+        rt.block_on(provider_s3.read_marker(&bucket))
+            .unwrap()
+            .is_none(),
+        "the marker outlived the create"
+    );
+    let during_create = fired(&fx.lo, storm);
+    assert!(during_create > 0, "no SlowDown during the create");
+    let v1 = fx.values();
+    let (by_digest, tag) = fx.push(256 * 1024);
+    fx.pull(&by_digest);
+    disarm(&fx.lo, storm);
+    eprintln!(
+        "spaces storm: {during_create} SlowDown during the create, {} in all with the push and pull",
+        fired(&fx.lo, storm)
+    );
+
+    // The registry's key: its own, readwrite on this bucket only; the provider's is not on the droplet.
+    let key_id = v1["spaces_key_id"].as_str().unwrap().to_owned();
+    let key_secret = v1["spaces_secret_key"].as_str().unwrap().to_owned();
+    assert_ne!(key_id, provider_id);
+    let (status, key) = fx.lo.api("GET", &format!("/v2/spaces/keys/{key_id}"), None);
+    assert_eq!(status, 200, "{key}");
+    assert_eq!(
+        key["key"]["grants"],
+        json!([{ "bucket": bucket, "permission": "readwrite" }]),
+        "{key}"
+    );
     let other = format!("{bucket}-other");
     rt.block_on(provider_s3.ensure_bucket(&other)).unwrap();
     let registry_s3 = S3::new(
@@ -329,15 +545,21 @@ fn spaces_bucket_keeps_images_across_a_droplet_replacement_under_pulls() {
     fx.config(2, &storage(true));
     let (ok, out) = fx.apply_logged("force.log");
     assert!(ok, "{out}");
+    // The forced destroy empties and deletes the bucket through another storm.
+    let storm = slow_down_storm(&fx.lo, &bucket, 1000);
     let (ok, out) = fx.destroy();
     assert!(ok, "destroy with force_destroy: {out}");
+    let during_destroy = fired(&fx.lo, storm);
+    assert!(during_destroy > 0, "no SlowDown during the destroy");
+    disarm(&fx.lo, storm);
+    eprintln!("spaces storm: {during_destroy} SlowDown during the destroy");
     assert!(
         !rt.block_on(provider_s3.head_bucket(&bucket)).unwrap(),
         "the bucket is still there"
     );
     let (status, _) = fx.lo.api("GET", &format!("/v2/spaces/keys/{key_id}"), None);
     assert_eq!(status, 404, "the registry's key is still there");
-    assert!(fx.lo.droplets().is_empty());
+    assert!(fx.droplets().is_empty());
 }
 
 #[test]
@@ -371,7 +593,7 @@ fn bad_storage_inputs_fail_the_plan() {
             "{storage}: no {want:?} in:\n{out}"
         );
     }
-    assert!(fx.lo.droplets().is_empty());
+    assert!(fx.droplets().is_empty());
 }
 
 /// Issue #6's benchmark: a 256 MiB blob pushed (one monolithic upload) and pulled for each
@@ -379,7 +601,7 @@ fn bad_storage_inputs_fail_the_plan() {
 /// (an SSH tunnel to 127.0.0.1:5000), both with curl, so the cost of the TLS front shows as a
 /// ratio. Prints; asserts only that the transfers work.
 #[test]
-#[ignore = "benchmark: scripts/test runs it in the benchmarks group"]
+#[ignore = "benchmark: scripts/bench runs it"]
 fn bench_push_pull_256mib_per_backend() {
     const SIZE: usize = 256 * 1024 * 1024;
     let mib = SIZE as f64 / (1024.0 * 1024.0);
@@ -429,7 +651,7 @@ fn bench_push_pull_256mib_per_backend() {
         let ca = fx.tf.dir.path().join("ca.pem");
         std::fs::write(&ca, v["ca_certificate_pem"].as_str().unwrap()).unwrap();
 
-        // Straight to the registry: an SSH tunnel to its loopback port, plain HTTP, no auth.
+        // Straight to the registry: an SSH tunnel to its loopback port, plain HTTP.
         let keyfile = fx.tf.dir.path().join("mgmt.key");
         std::fs::write(&keyfile, v["management_private_key"].as_str().unwrap()).unwrap();
         std::fs::set_permissions(
@@ -437,19 +659,27 @@ fn bench_push_pull_256mib_per_backend() {
             std::os::unix::fs::PermissionsExt::from_mode(0o600),
         )
         .unwrap();
+        // The droplet's host key is known from the state: pinned in a known_hosts file of
+        // this test's own, so nothing is learnt (or written) on first use.
+        let known_hosts = fx.tf.dir.path().join("known_hosts");
+        std::fs::write(
+            &known_hosts,
+            format!("{ip} {}\n", v["host_public_key"].as_str().unwrap()),
+        )
+        .unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut tunnel = std::process::Command::new("ssh")
+        let mut tunnel = std::process::Command::new("ssh");
+        localocean::process::end_with_parent(&mut tunnel);
+        let mut tunnel = tunnel
             .arg("-i")
             .arg(&keyfile)
+            .args(["-o", "StrictHostKeyChecking=yes", "-o"])
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
             .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
                 "-o",
                 "BatchMode=yes",
                 "-o",
@@ -472,6 +702,26 @@ fn bench_push_pull_256mib_per_backend() {
 
         let front = format!("https://{}", fx.fqdn);
         let direct = format!("http://127.0.0.1:{port}");
+        // The registry checks a token on every request, direct ones included: one token
+        // from the token endpoint for both repositories, as docker would get it.
+        let http = reqwest::blocking::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(
+                    v["ca_certificate_pem"].as_str().unwrap().as_bytes(),
+                )
+                .unwrap(),
+            )
+            .resolve(&fx.fqdn, format!("{ip}:443").parse().unwrap())
+            .build()
+            .unwrap();
+        let token = crate::support::docker::token_for(
+            &http,
+            &fx.fqdn,
+            "admin",
+            ADMIN_PW,
+            "repository:bench/a:pull,push repository:bench/b:pull,push",
+        );
         // (seconds, http code) of one curl transfer.
         let curl = |args: Vec<String>| -> f64 {
             let t = std::time::Instant::now();
@@ -495,6 +745,8 @@ fn bench_push_pull_256mib_per_backend() {
                 "/dev/null".into(),
                 "-w".into(),
                 "%{http_code}".into(),
+                "-H".into(),
+                format!("Authorization: Bearer {token}"),
             ];
             if base.starts_with("https") {
                 a.extend([
@@ -502,8 +754,6 @@ fn bench_push_pull_256mib_per_backend() {
                     ca.display().to_string(),
                     "--resolve".into(),
                     format!("{}:443:{ip}", fx.fqdn),
-                    "-u".into(),
-                    format!("admin:{ADMIN_PW}"),
                 ]);
             }
             a

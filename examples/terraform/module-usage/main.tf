@@ -24,7 +24,7 @@ variable "ci_password_bcrypt" {
   sensitive   = true
 }
 
-# Spaces keys moved from the module's space_key/space_secret to the provider.
+# The old module's Spaces keys: they create and manage the bucket.
 variable "space_key" {
   type      = string
   default   = ""
@@ -37,10 +37,13 @@ variable "space_secret" {
   sensitive = true
 }
 
-provider "docker" {
-  spaces_access_id  = var.space_key
-  spaces_secret_key = var.space_secret
+variable "registry_http_secret" {
+  type      = string
+  default   = ""
+  sensitive = true
 }
+
+provider "docker" {}
 
 module "registry" {
   source = "../modules/registry"
@@ -52,6 +55,10 @@ module "registry" {
   admin_password      = var.admin_password
   admin_email         = "hostmaster@example.com"
   space_name          = "example-registry-images"
+  space_key           = var.space_key
+  space_secret        = var.space_secret
+
+  registry_http_secret = var.registry_http_secret
 
   extra_users = {
     ci = {

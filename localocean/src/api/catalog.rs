@@ -202,12 +202,15 @@ pub fn image_json(i: &Image) -> Value {
     })
 }
 
+/// The account's email, verified (uptime alerts mail only verified addresses).
+pub const ACCOUNT_EMAIL: &str = "localocean@localhost";
+
 pub fn account_json(droplet_limit: u32) -> Value {
     json!({
         "droplet_limit": droplet_limit,
         "floating_ip_limit": 3,
         "volume_limit": 100,
-        "email": "localocean@localhost",
+        "email": ACCOUNT_EMAIL,
         "name": "localocean",
         "uuid": "b6fr89dbf6d9156cace5f3c78dc9851d957381ef",
         "email_verified": true,

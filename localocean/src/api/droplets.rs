@@ -12,10 +12,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    action_json, catalog, complete_action, new_action, now_rfc3339, page_response, parse_id,
-    validate_tags, ApiError, App, DoJson, ReqInfo,
+    action_json, catalog, complete_action, new_action, page_response, parse_id, validate_tags,
+    ApiError, App, DoJson, ReqInfo,
 };
-use crate::hypervisor::{MachineSpec, Power};
+use crate::clock::now_rfc3339;
+use crate::hypervisor::{MachineSpec, Power, VolumeSpec};
 use crate::store::{Droplet, NetworkV4, State as StoreState};
 
 const DROPLET_LIMIT: usize = 25;
@@ -54,7 +55,10 @@ pub(crate) fn machine_spec(s: &StoreState, d: &Droplet) -> MachineSpec {
             .volumes
             .iter()
             .filter(|v| d.volume_ids.contains(&v.id))
-            .map(super::volumes::volume_spec)
+            .map(|v| VolumeSpec {
+                automount: d.automount_volume_ids.contains(&v.id),
+                ..super::volumes::volume_spec(v)
+            })
             .collect(),
         memory_mib: size.map_or(1024, |s| s.memory_mib),
         vcpus: size.map_or(1, |s| s.vcpus),
@@ -62,7 +66,7 @@ pub(crate) fn machine_spec(s: &StoreState, d: &Droplet) -> MachineSpec {
     }
 }
 
-fn droplet_json(d: &Droplet) -> Value {
+pub(crate) fn droplet_json(d: &Droplet) -> Value {
     let size = catalog::size(&d.size);
     let image = catalog::image(&d.image);
     let mut features = vec!["droplet_agent"];
@@ -261,9 +265,19 @@ pub async fn create(
                 ssh_public_keys: ssh_public_keys.clone(),
                 locked: false,
                 disk: size.disk_gib,
+                // DigitalOcean mounts a volume it formatted when its first attachment is
+                // this droplet's creation; a volume that was attached before is not.
+                automount_volume_ids: s
+                    .volumes
+                    .iter()
+                    .filter(|v| volume_ids.contains(&v.id))
+                    .filter(|v| !v.filesystem_type.is_empty() && !v.attached_before)
+                    .map(|v| v.id.clone())
+                    .collect(),
             };
             for v in s.volumes.iter_mut().filter(|v| volume_ids.contains(&v.id)) {
                 v.droplet_ids.push(d.id);
+                v.attached_before = true;
             }
             s.droplets.insert(d.id, d.clone());
             let action = new_action(s, "create", Some(d.id), "droplet", &region);
@@ -390,7 +404,8 @@ pub async fn get(
         .ok_or_else(ApiError::not_found)
 }
 
-/// Removes the machine, then the droplet; its volumes stay, detached.
+/// Removes the machine, then the droplet; its volumes stay, detached, and its reserved IP
+/// stays the account's, unassigned (the address went with the machine).
 async fn destroy(app: &Arc<App>, id: u64) -> Result<(), ApiError> {
     app.hv.delete(id).await.map_err(|e| {
         tracing::error!(droplet = id, error = %format!("{e:#}"), "deleting machine");
@@ -403,6 +418,13 @@ async fn destroy(app: &Arc<App>, id: u64) -> Result<(), ApiError> {
         }
         for f in s.firewalls.iter_mut() {
             f.droplet_ids.retain(|d| *d != id);
+        }
+        for r in s
+            .reserved_ips
+            .iter_mut()
+            .filter(|r| r.droplet_id == Some(id))
+        {
+            r.droplet_id = None;
         }
         Ok::<_, ApiError>(())
     })

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::error::new_uuid;
-use super::{now_rfc3339, page_response, validate_tags, ApiError, App, DoJson, ReqInfo};
+use super::{page_response, validate_tags, ApiError, App, DoJson, ReqInfo};
+use crate::clock::now_rfc3339;
 use crate::store::{Firewall, State as StoreState};
 
 #[derive(Clone, Serialize, Deserialize)]

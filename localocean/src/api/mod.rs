@@ -7,26 +7,29 @@ mod droplets;
 mod error;
 mod firewalls;
 mod keys;
+pub mod metadata;
+mod reserved_ips;
 mod spaces_keys;
 mod tags;
+mod uptime;
 mod volumes;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
 pub use error::{ApiError, DoJson};
 
+use crate::clock::{now_rfc3339, unix_now};
 use crate::faults::{FaultSpec, Faults, SshFaults};
 use crate::hypervisor::{Hypervisor, MachineInfo, MachineSpec, VolumeSpec};
 use crate::model::ZoneSource;
@@ -66,12 +69,16 @@ impl std::fmt::Debug for ApiConfig {
 pub struct App {
     pub(crate) config: ApiConfig,
     pub(crate) store: Arc<Store>,
-    pub(crate) faults: Faults,
+    pub(crate) faults: Arc<Faults>,
     pub(crate) hv: Arc<dyn Hypervisor>,
     pub(crate) spaces: Arc<dyn SpacesBackend>,
     ssh_faults: RwLock<Option<Arc<dyn SshFaults>>>,
     /// Per token: (minute since the epoch, requests in that minute).
     rate: Mutex<HashMap<String, (u64, u32)>>,
+    /// Tokens made through `POST /_localocean/tokens`, as a person makes a second personal
+    /// access token in DigitalOcean's control panel: the same account, a rate limit of its
+    /// own. In memory only (a restart forgets them).
+    minted: RwLock<Vec<String>>,
 }
 
 impl App {
@@ -94,11 +101,12 @@ impl App {
         Ok(Arc::new(App {
             config,
             store: Arc::new(store),
-            faults: Faults::new(),
+            faults: Arc::new(Faults::new()),
             hv,
             spaces,
             ssh_faults: RwLock::new(None),
             rate: Mutex::new(HashMap::new()),
+            minted: RwLock::new(Vec::new()),
         }))
     }
 
@@ -159,25 +167,16 @@ impl App {
     pub fn faults(&self) -> &Faults {
         &self.faults
     }
+
+    /// The faults, for what answers outside the API (Spaces' forwarders).
+    pub fn shared_faults(&self) -> Arc<Faults> {
+        self.faults.clone()
+    }
 }
 
 /// The zones held by the API, for the DNS server; reads the live store on every call.
 pub fn zones(app: &Arc<App>) -> Arc<dyn ZoneSource> {
     app.store.clone()
-}
-
-pub fn now_rfc3339() -> String {
-    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    time::OffsetDateTime::now_utc()
-        .format(&fmt)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -256,6 +255,22 @@ pub fn router(app: Arc<App>) -> Router {
             "/v2/firewalls/{id}/droplets",
             post(firewalls::add_droplets).delete(firewalls::remove_droplets),
         )
+        .route(
+            "/v2/reserved_ips",
+            get(reserved_ips::list).post(reserved_ips::create),
+        )
+        .route(
+            "/v2/reserved_ips/{ip}",
+            get(reserved_ips::get).delete(reserved_ips::delete),
+        )
+        .route(
+            "/v2/reserved_ips/{ip}/actions",
+            get(reserved_ips::actions_list).post(reserved_ips::action_post),
+        )
+        .route(
+            "/v2/reserved_ips/{ip}/actions/{action_id}",
+            get(reserved_ips::action_get),
+        )
         .route("/v2/tags", post(tags::create))
         .route(
             "/v2/tags/{tag}/resources",
@@ -272,6 +287,21 @@ pub fn router(app: Arc<App>) -> Router {
                 .patch(spaces_keys::update)
                 .delete(spaces_keys::delete),
         )
+        .route("/v2/uptime/checks", get(uptime::list).post(uptime::create))
+        .route(
+            "/v2/uptime/checks/{check_id}",
+            get(uptime::get).put(uptime::update).delete(uptime::delete),
+        )
+        .route(
+            "/v2/uptime/checks/{check_id}/alerts",
+            get(uptime::list_alerts).post(uptime::create_alert),
+        )
+        .route(
+            "/v2/uptime/checks/{check_id}/alerts/{alert_id}",
+            get(uptime::get_alert)
+                .put(uptime::update_alert)
+                .delete(uptime::delete_alert),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Layers run bottom-up on the way in: faults first (they stand for the edge in
@@ -283,10 +313,12 @@ pub fn router(app: Arc<App>) -> Router {
 
     let admin = Router::new()
         .route("/_localocean/health", get(|| async { "ok\n" }))
+        .route("/_localocean/tokens", post(tokens_mint))
         .route(
             "/_localocean/faults",
             get(faults_list).post(faults_arm).delete(faults_clear),
         )
+        .route("/_localocean/faults/{id}", delete(fault_disarm))
         .with_state(app);
 
     admin.merge(v2)
@@ -414,7 +446,16 @@ async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| app.config.tokens.iter().any(|known| known == t.trim()));
+        .is_some_and(|t| {
+            let t = t.trim();
+            app.config.tokens.iter().any(|known| known == t)
+                || app
+                    .minted
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .any(|known| known == t)
+        });
     if ok {
         next.run(req).await
     } else {
@@ -638,6 +679,17 @@ async fn faults_list(State(app): State<Arc<App>>) -> Json<Value> {
     Json(json!({ "faults": app.faults.list() }))
 }
 
+/// A new token for the same account. DigitalOcean limits requests per token (250 a minute),
+/// so tests that share one instance each take their own, as separate users would.
+async fn tokens_mint(State(app): State<Arc<App>>) -> (StatusCode, Json<Value>) {
+    let token = format!("dop_v1_{}", hex::encode(rand::random::<[u8; 32]>()));
+    app.minted
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(token.clone());
+    (StatusCode::CREATED, Json(json!({ "token": token })))
+}
+
 async fn faults_arm(
     State(app): State<Arc<App>>,
     DoJson(spec): DoJson<FaultSpec>,
@@ -676,6 +728,20 @@ async fn faults_arm(
         .find(|f| f.id == armed.id)
         .unwrap_or(armed);
     Ok((StatusCode::CREATED, Json(json!({ "fault": listed }))))
+}
+
+/// Ends one fault (it stays listed, with its history): how a test on a shared instance stops
+/// the fault it armed without touching the others'.
+async fn fault_disarm(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: u64 = id.parse().map_err(|_| ApiError::not_found())?;
+    if app.faults.disarm(id) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found())
+    }
 }
 
 async fn faults_clear(State(app): State<Arc<App>>) -> StatusCode {

@@ -9,7 +9,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{now_rfc3339, page_response, ApiError, App, DoJson, ReqInfo};
+use super::{page_response, ApiError, App, DoJson, ReqInfo};
+use crate::clock::now_rfc3339;
 use crate::spaces::Grant;
 use crate::store::SpacesKey;
 

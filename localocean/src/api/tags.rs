@@ -1,5 +1,6 @@
-//! `/v2/tags`: creating a tag and tagging or untagging droplets. Tags live on the droplets
-//! themselves (as on DigitalOcean, a droplet lists its tags); a tag with no droplet still exists.
+//! `/v2/tags`: creating a tag and tagging or untagging droplets and volumes. Tags live on the
+//! resources themselves (as on DigitalOcean, a droplet or volume lists its tags); a tag with
+//! no resource still exists.
 
 use std::sync::Arc;
 
@@ -27,11 +28,15 @@ pub struct ResourcesReq {
     resources: Vec<ResourceRef>,
 }
 
-fn tag_json(name: &str, droplets: usize) -> Value {
+fn tag_json(name: &str, droplets: usize, volumes: usize) -> Value {
     json!({
         "tag": {
             "name": name,
-            "resources": { "count": droplets, "droplets": { "count": droplets } }
+            "resources": {
+                "count": droplets + volumes,
+                "droplets": { "count": droplets },
+                "volumes": { "count": volumes }
+            }
         }
     })
 }
@@ -41,34 +46,48 @@ pub async fn create(
     DoJson(req): DoJson<TagReq>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     validate_tags(std::slice::from_ref(&req.name))?;
-    let count = app.store.read(|s| {
-        s.droplets
-            .values()
-            .filter(|d| d.tags.contains(&req.name))
-            .count()
+    let (droplets, volumes) = app.store.read(|s| {
+        (
+            s.droplets
+                .values()
+                .filter(|d| d.tags.contains(&req.name))
+                .count(),
+            s.volumes
+                .iter()
+                .filter(|v| v.tags.contains(&req.name))
+                .count(),
+        )
     });
-    Ok((StatusCode::CREATED, Json(tag_json(&req.name, count))))
+    Ok((
+        StatusCode::CREATED,
+        Json(tag_json(&req.name, droplets, volumes)),
+    ))
 }
 
-/// Only droplets can be tagged here; other types answer 422 rather than pretending.
-fn droplet_ids(req: &ResourcesReq) -> Result<Vec<u64>, ApiError> {
-    req.resources
-        .iter()
-        .map(|r| {
-            if r.resource_type != "droplet" {
-                return Err(ApiError::unprocessable(format!(
-                    "resource_type {:?} cannot be tagged in localocean (only droplet)",
-                    r.resource_type
-                )));
-            }
-            r.resource_id.parse::<u64>().map_err(|_| {
+/// What a request names: droplet ids and volume ids.
+type Named = (Vec<u64>, Vec<String>);
+
+/// Only droplets and volumes can be tagged here; other types answer 422 rather than
+/// pretending.
+fn named(req: &ResourcesReq) -> Result<Named, ApiError> {
+    let (mut droplets, mut volumes) = (Vec::new(), Vec::new());
+    for r in &req.resources {
+        match r.resource_type.as_str() {
+            "droplet" => droplets.push(r.resource_id.parse::<u64>().map_err(|_| {
                 ApiError::unprocessable(format!(
                     "resource_id {:?} is not a droplet id",
                     r.resource_id
                 ))
-            })
-        })
-        .collect()
+            })?),
+            "volume" => volumes.push(r.resource_id.clone()),
+            other => {
+                return Err(ApiError::unprocessable(format!(
+                "resource_type {other:?} cannot be tagged in localocean (only droplet and volume)"
+            )))
+            }
+        }
+    }
+    Ok((droplets, volumes))
 }
 
 pub async fn assign(
@@ -77,15 +96,22 @@ pub async fn assign(
     DoJson(req): DoJson<ResourcesReq>,
 ) -> Result<StatusCode, ApiError> {
     validate_tags(std::slice::from_ref(&tag))?;
-    let ids = droplet_ids(&req)?;
+    let (ids, vids) = named(&req)?;
     app.store.mutate(|s| {
-        if ids.iter().any(|id| !s.droplets.contains_key(id)) {
+        if ids.iter().any(|id| !s.droplets.contains_key(id))
+            || vids.iter().any(|v| !s.volumes.iter().any(|x| &x.id == v))
+        {
             return Err(ApiError::not_found());
         }
         for id in &ids {
             let d = s.droplets.get_mut(id).expect("checked above");
             if !d.tags.contains(&tag) {
                 d.tags.push(tag.clone());
+            }
+        }
+        for v in s.volumes.iter_mut().filter(|v| vids.contains(&v.id)) {
+            if !v.tags.contains(&tag) {
+                v.tags.push(tag.clone());
             }
         }
         Ok::<_, ApiError>(())
@@ -98,12 +124,15 @@ pub async fn unassign(
     Path(tag): Path<String>,
     DoJson(req): DoJson<ResourcesReq>,
 ) -> Result<StatusCode, ApiError> {
-    let ids = droplet_ids(&req)?;
+    let (ids, vids) = named(&req)?;
     app.store.mutate(|s| {
         for id in &ids {
             if let Some(d) = s.droplets.get_mut(id) {
                 d.tags.retain(|t| t != &tag);
             }
+        }
+        for v in s.volumes.iter_mut().filter(|v| vids.contains(&v.id)) {
+            v.tags.retain(|t| t != &tag);
         }
         Ok::<_, ApiError>(())
     })?;

@@ -1,5 +1,5 @@
-//! `/v2/volumes`: block storage volumes backed by the hypervisor's files; attach, detach
-//! and resize actions, by id or by name.
+//! `/v2/volumes`: block storage volumes, block devices in the hypervisor's machines; attach,
+//! detach and resize actions, by id or by name.
 
 use std::sync::Arc;
 
@@ -11,9 +11,10 @@ use serde_json::{json, Value};
 
 use super::error::new_uuid;
 use super::{
-    action_json, catalog, complete_action, new_action, now_rfc3339, page_response, parse_id,
-    validate_tags, ApiError, App, DoJson, ReqInfo,
+    action_json, catalog, complete_action, new_action, page_response, parse_id, validate_tags,
+    ApiError, App, DoJson, ReqInfo,
 };
+use crate::clock::now_rfc3339;
 use crate::hypervisor::VolumeSpec;
 use crate::store::Volume;
 
@@ -27,6 +28,8 @@ pub(crate) fn volume_spec(v: &Volume) -> VolumeSpec {
         name: v.name.clone(),
         size_gib: v.size_gigabytes,
         filesystem_type: (!v.filesystem_type.is_empty()).then(|| v.filesystem_type.clone()),
+        filesystem_label: (!v.filesystem_label.is_empty()).then(|| v.filesystem_label.clone()),
+        automount: false,
     }
 }
 
@@ -60,6 +63,34 @@ fn validate_volume_name(name: &str) -> Result<(), ApiError> {
             "name {name:?} is invalid: use lowercase letters, numbers and hyphens, starting with a letter"
         )))
     }
+}
+
+/// DO's label rules: only with a `filesystem_type`; at most 16 characters for ext4 and 12
+/// for xfs (what their mkfs accept).
+fn validate_label(fs: &str, label: &str) -> Result<(), ApiError> {
+    if label.is_empty() {
+        return Ok(());
+    }
+    let max = match fs {
+        "ext4" => 16,
+        "xfs" => 12,
+        _ => {
+            return Err(ApiError::unprocessable(
+                "filesystem_label may only be used with filesystem_type",
+            ))
+        }
+    };
+    if label.chars().count() > max {
+        return Err(ApiError::unprocessable(format!(
+            "filesystem_label may have at most {max} characters for {fs}"
+        )));
+    }
+    if label.chars().any(|c| c.is_control()) {
+        return Err(ApiError::unprocessable(
+            "filesystem_label may not contain control characters",
+        ));
+    }
+    Ok(())
 }
 
 pub async fn list(State(app): State<Arc<App>>, info: ReqInfo) -> Json<Value> {
@@ -116,6 +147,8 @@ pub async fn create(
             "filesystem_type {fs:?} is invalid: use ext4 or xfs"
         )));
     }
+    let label = req.filesystem_label.unwrap_or_default();
+    validate_label(&fs, &label)?;
     let tags = req.tags.unwrap_or_default();
     validate_tags(&tags)?;
     let taken = app.store.read(|s| {
@@ -137,9 +170,10 @@ pub async fn create(
         region: req.region,
         created_at: now_rfc3339(),
         tags,
-        filesystem_label: req.filesystem_label.unwrap_or_default(),
+        filesystem_label: label,
         filesystem_type: fs,
         droplet_ids: Vec::new(),
+        attached_before: false,
     };
     app.hv
         .create_volume(&volume_spec(&volume))
@@ -355,6 +389,7 @@ fn apply(s: &mut crate::store::State, volume_id: &str, step: &Step) {
         Step::Attach(did) => {
             if let Some(v) = s.volumes.iter_mut().find(|v| v.id == volume_id) {
                 v.droplet_ids = vec![did];
+                v.attached_before = true;
             }
             if let Some(d) = s.droplets.get_mut(&did) {
                 d.volume_ids.push(volume_id.to_string());

@@ -107,7 +107,7 @@ impl AptCacher {
 
     pub async fn stop(&mut self) {
         if let Some(pid) = self.child.id() {
-            sys::signal(pid as i32, libc::SIGTERM);
+            crate::process::signal(pid as i32, libc::SIGTERM);
             if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
                 .await
                 .is_err()

@@ -2,6 +2,7 @@
 //! namespace on the instance bridge, a NoCloud seed from the droplet's user data.
 
 pub mod apt_cache;
+mod devices;
 mod ssh_fault;
 pub mod sys;
 mod volume;
@@ -20,9 +21,10 @@ use crate::hypervisor::{Hypervisor, MachineInfo, MachineSpec, Power, VolumeSpec}
 use crate::image;
 use crate::instance::{StateDir, APT_PROXY_PORT};
 use crate::net::{self, Subnet};
+use crate::process;
 use sys::{io_err, SysError, SysResult};
 
-pub use volume::purge_volumes;
+pub use volume::{automount_point, by_id_name, purge_volumes};
 
 /// What localocean remembers about a droplet's machine (`machines/<id>/machine.json`), so
 /// a restarted localocean can adopt or restart it and `down` can remove it after a crash.
@@ -39,12 +41,18 @@ pub struct MachineRecord {
     pub vcpus: u32,
     #[serde(default)]
     pub volumes: Vec<AttachedVolume>,
+    /// The reserved IP assigned to the droplet, an address of its `eth0` while it runs.
+    #[serde(default)]
+    pub reserved_ipv4: Option<Ipv4Addr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachedVolume {
     pub id: String,
     pub name: String,
+    /// Its disk's name in the machine (`sda`, `sdb`...), kept across reboots.
+    #[serde(default)]
+    pub device: String,
 }
 
 #[derive(Clone, Debug)]
@@ -60,7 +68,11 @@ impl NspawnConfig {
         NspawnConfig {
             state,
             subnet,
-            boot_timeout: Duration::from_secs(120),
+            // Generous: the create action errors when it passes, and an errored create fails
+            // the provider at once (as on DigitalOcean, where it means the droplet is lost).
+            // A slow boot is not that: with a whole test suite booting machines on two
+            // cores, cloud-init alone took over 120 s.
+            boot_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -96,6 +108,11 @@ impl Paths {
     }
     fn console(&self) -> PathBuf {
         self.dir.join("console.log")
+    }
+    /// The machine's `/dev/disk/by-id`, bound in from here so that links made while it
+    /// runs appear inside at once.
+    fn by_id(&self) -> PathBuf {
+        self.dir.join("by-id")
     }
 }
 
@@ -139,7 +156,7 @@ impl Nspawn {
         let path = self.paths(droplet_id).record();
         match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
+                .map(|r| Some(with_devices(r)))
                 .map_err(|e| SysError::Other(format!("{}: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("reading", &path)(e)),
@@ -163,7 +180,7 @@ impl Nspawn {
 
     async fn allocate_ip(&self) -> SysResult<Ipv4Addr> {
         let used: Vec<Ipv4Addr> = self.records().iter().map(|r| r.ipv4).collect();
-        (2..=254u8)
+        net::DROPLET_HOSTS
             .map(|n| self.cfg.subnet.host(n))
             .find(|ip| !used.contains(ip))
             .ok_or_else(|| {
@@ -177,9 +194,23 @@ impl Nspawn {
     /// Boots a machine from its record: network namespace, overlay root, per-instance files,
     /// then nspawn; returns when sshd answers.
     async fn start(&self, rec: &MachineRecord, seed: Option<&Seed>) -> SysResult<()> {
+        self.start_within(rec, seed, self.cfg.boot_timeout).await
+    }
+
+    /// As `start`, failing when sshd does not answer within `limit`.
+    async fn start_within(
+        &self,
+        rec: &MachineRecord,
+        seed: Option<&Seed>,
+        limit: Duration,
+    ) -> SysResult<()> {
         let p = self.paths(rec.droplet_id);
         let lower = image::ensure_image(&rec.image).await?;
         net::create_droplet_net(self.cfg.subnet, rec.droplet_id, rec.ipv4).await?;
+        if let Some(ip) = rec.reserved_ipv4 {
+            net::add_reserved_ip(self.cfg.subnet, rec.droplet_id, ip).await?;
+            net::forget_neighbour(self.cfg.subnet, ip).await;
+        }
         for d in [p.upper(), p.work(), p.merged()] {
             std::fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
         }
@@ -203,15 +234,18 @@ impl Nspawn {
                 ],
             )
             .await?;
-            // Shared, so binds made here later reach the running machine (volume attach).
-            sys::run("mount", &["--make-shared", merged.as_str()]).await?;
         }
         self.write_instance_files(rec, &p.merged(), seed)?;
 
-        let mut binds = Vec::new();
+        // Attached volumes are disks in the machine, as on DigitalOcean: a loop device per
+        // volume at /dev/sdX, and its by-id link. Bound at boot, before the machine's
+        // systemd mounts anything, so that mount units and fstab find them.
+        let mut binds = vec![format!("--bind={}:/dev/disk/by-id", p.by_id().display())];
+        devices::reset_dir(&p.by_id())?;
         for v in &rec.volumes {
-            let host = volume::ensure_mounted(&self.cfg.state, &v.id).await?;
-            binds.push(format!("--bind={}:/mnt/{}", host.display(), v.name));
+            let dev = volume::loop_device(&self.cfg.state, &v.id).await?;
+            binds.push(format!("--bind={}:/dev/{}", dev.display(), v.device));
+            devices::link_by_id(&p.by_id(), v)?;
         }
         let name = machine_name(self.cfg.subnet.slot, rec.droplet_id);
         let console = std::fs::OpenOptions::new()
@@ -239,6 +273,9 @@ impl Nspawn {
             .arg("--timezone=off")
             .arg("--link-journal=no")
             .arg("--console=read-only")
+            // Root on a droplet manages its own network (its firewall, routes); the machine's
+            // namespace is its own, so this reaches nothing of the host's.
+            .arg("--capability=CAP_NET_ADMIN")
             .args(&binds)
             .stdin(std::process::Stdio::null())
             .stdout(console)
@@ -256,13 +293,13 @@ impl Nspawn {
         tokio::spawn(async move {
             let _ = child.wait().await;
         });
-        self.wait_for_ssh(rec, pid).await
+        self.wait_for_ssh(rec, pid, limit).await
     }
 
-    async fn wait_for_ssh(&self, rec: &MachineRecord, pid: i32) -> SysResult<()> {
-        let deadline = Instant::now() + self.cfg.boot_timeout;
+    async fn wait_for_ssh(&self, rec: &MachineRecord, pid: i32, limit: Duration) -> SysResult<()> {
+        let deadline = Instant::now() + limit;
         loop {
-            if !sys::pid_alive(pid) {
+            if !process::alive(pid) {
                 return Err(SysError::Other(format!(
                     "droplet ({}) machine exited during boot; console log tail:\n{}",
                     rec.droplet_id,
@@ -277,7 +314,7 @@ impl Nspawn {
                     "droplet ({}) did not answer on {}:22 within {:?}; console log tail:\n{}",
                     rec.droplet_id,
                     rec.ipv4,
-                    self.cfg.boot_timeout,
+                    limit,
                     tail(&self.paths(rec.droplet_id).console(), 1500)
                 )));
             }
@@ -324,6 +361,9 @@ impl Nspawn {
             let dir = "var/lib/cloud/seed/nocloud";
             put(&format!("{dir}/user-data"), &seed.user_data, 0o600)?;
             put(&format!("{dir}/meta-data"), &seed.meta_data, 0o600)?;
+            for m in &seed.automounts {
+                devices::write_automount(root, m)?;
+            }
         }
         Ok(())
     }
@@ -334,18 +374,20 @@ impl Nspawn {
         let p = self.paths(droplet_id);
         if let Some(pid) = running_pid(&p.pid()) {
             // nspawn turns SIGTERM into an orderly shutdown of the machine's systemd.
-            sys::signal(pid, libc::SIGTERM);
-            let deadline = Instant::now() + grace;
-            while sys::pid_alive(pid) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            if sys::pid_alive(pid) {
+            process::signal(pid, libc::SIGTERM);
+            if !process::wait_exit(pid, grace).await {
                 kill_tree(pid).await;
             }
         }
         let _ = std::fs::remove_file(p.pid());
         unmount(&p.merged()).await;
         net::delete_droplet_net(self.cfg.subnet, droplet_id).await;
+        // Loop devices exist while their machine runs; the next boot makes them again.
+        if let Ok(Some(rec)) = self.load(droplet_id) {
+            for v in &rec.volumes {
+                volume::release(&self.cfg.state, &v.id).await;
+            }
+        }
     }
 
     /// Boots every machine that should be on and is not running (after a localocean
@@ -428,9 +470,12 @@ impl Nspawn {
     }
 }
 
+/// What only a machine's first boot gets.
 struct Seed {
     user_data: String,
     meta_data: String,
+    /// Volumes mounted as DigitalOcean's automount does: (volume name, file system type).
+    automounts: Vec<devices::Automount>,
 }
 
 impl Seed {
@@ -449,6 +494,17 @@ impl Seed {
         Seed {
             user_data,
             meta_data: serde_json::to_string_pretty(&meta).expect("json"),
+            automounts: spec
+                .volumes
+                .iter()
+                .filter(|v| v.automount)
+                .filter_map(|v| {
+                    Some(devices::Automount {
+                        volume_name: v.name.clone(),
+                        fs_type: v.filesystem_type.clone()?,
+                    })
+                })
+                .collect(),
         }
     }
 }
@@ -463,10 +519,11 @@ impl Hypervisor for Nspawn {
         }
         for v in &spec.volumes {
             volume::check_exists(&self.cfg.state, &v.id)?;
+            volume::check_name(&v.name)?;
         }
         let rec = {
             let _a = self.alloc.lock().await;
-            let rec = MachineRecord {
+            let mut rec = MachineRecord {
                 droplet_id: spec.droplet_id,
                 name: spec.name.clone(),
                 image: spec.image.clone(),
@@ -475,23 +532,33 @@ impl Hypervisor for Nspawn {
                 powered_on: true,
                 memory_mib: spec.memory_mib,
                 vcpus: spec.vcpus,
-                volumes: spec
-                    .volumes
-                    .iter()
-                    .map(|v| AttachedVolume {
-                        id: v.id.clone(),
-                        name: v.name.clone(),
-                    })
-                    .collect(),
+                volumes: Vec::new(),
+                reserved_ipv4: None,
             };
+            for v in &spec.volumes {
+                let device = devices::free_device(&rec.volumes);
+                rec.volumes.push(AttachedVolume {
+                    id: v.id.clone(),
+                    name: v.name.clone(),
+                    device,
+                });
+            }
             // Recorded before anything is built, so a failed create is still cleaned up.
             self.save(&rec)?;
             rec
         };
         let seed = Seed::new(&spec);
-        self.start(&rec, Some(&seed))
-            .await
-            .map_err(|e| anyhow::anyhow!("booting droplet ({}): {e}", spec.droplet_id))?;
+        // A first boot that wedges is started again once, as a reboot would: seen under heavy
+        // load, systemd in the machine left every job waiting (sysinit.target behind mount
+        // units that never ran) and sshd never started. A third of the limit for the first try.
+        let first = self.cfg.boot_timeout / 3;
+        if let Err(e) = self.start_within(&rec, Some(&seed), first).await {
+            tracing::warn!(droplet = spec.droplet_id, error = %e, "first boot did not finish; starting the machine again");
+            self.stop(spec.droplet_id, Duration::from_secs(5)).await;
+            self.start_within(&rec, None, self.cfg.boot_timeout - first)
+                .await
+                .map_err(|e| anyhow::anyhow!("booting droplet ({}): {e}", spec.droplet_id))?;
+        }
         Ok(MachineInfo {
             ipv4: rec.ipv4,
             gateway: self.cfg.subnet.bridge_ip(),
@@ -502,12 +569,9 @@ impl Hypervisor for Nspawn {
     async fn delete(&self, droplet_id: u64) -> anyhow::Result<()> {
         let lock = self.lock(droplet_id);
         let _g = lock.lock().await;
-        let rec = self.load(droplet_id).ok().flatten();
+        // The droplet's volumes are detached with it (stop releases their loop devices);
+        // their data stays.
         self.stop(droplet_id, Duration::from_secs(10)).await;
-        // The droplet's volumes are detached with it; their data stays.
-        for v in rec.map(|r| r.volumes).unwrap_or_default() {
-            volume::unmount_host(&self.cfg.state, &v.id).await?;
-        }
         let dir = self.paths(droplet_id).dir;
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(io_err("removing", &dir))?;
@@ -564,6 +628,32 @@ impl Hypervisor for Nspawn {
         Ok(())
     }
 
+    fn reserved_ip_pool(&self) -> Vec<Ipv4Addr> {
+        self.cfg.subnet.reserved_ips()
+    }
+
+    async fn set_reserved_ip(&self, droplet_id: u64, ip: Option<Ipv4Addr>) -> anyhow::Result<()> {
+        let lock = self.lock(droplet_id);
+        let _g = lock.lock().await;
+        let mut rec = self
+            .load(droplet_id)?
+            .ok_or_else(|| anyhow::anyhow!("droplet ({droplet_id}) has no machine"))?;
+        let old = rec.reserved_ipv4;
+        rec.reserved_ipv4 = ip;
+        self.save(&rec)?;
+        // A machine that is off has no namespace: its next boot adds the address.
+        let running = net::netns_exists(&self.cfg.subnet.netns_name(droplet_id)).await;
+        if let Some(old) = old.filter(|o| Some(*o) != ip) {
+            net::remove_reserved_ip(self.cfg.subnet, droplet_id, old).await;
+            net::forget_neighbour(self.cfg.subnet, old).await;
+        }
+        if let (Some(ip), true) = (ip, running) {
+            net::add_reserved_ip(self.cfg.subnet, droplet_id, ip).await?;
+            net::forget_neighbour(self.cfg.subnet, ip).await;
+        }
+        Ok(())
+    }
+
     async fn create_volume(&self, volume: &VolumeSpec) -> anyhow::Result<()> {
         Ok(volume::create(&self.cfg.state, volume).await?)
     }
@@ -607,15 +697,25 @@ impl Hypervisor for Nspawn {
         if rec.volumes.iter().any(|v| v.id == volume.id) {
             return Ok(());
         }
-        let host = volume::ensure_mounted(&self.cfg.state, &volume.id).await?;
-        if self.running_pid(droplet_id).is_some() {
-            volume::bind_into_running(&self.paths(droplet_id).merged(), &host, &volume.name)
-                .await?;
-        }
-        rec.volumes.push(AttachedVolume {
+        volume::check_name(&volume.name)?;
+        let attached = AttachedVolume {
             id: volume.id.clone(),
             name: volume.name.clone(),
-        });
+            device: devices::free_device(&rec.volumes),
+        };
+        // A machine that is off gets the disk at its next boot.
+        if let Some(leader) = self.leader_pid(droplet_id) {
+            let dev = volume::loop_device(&self.cfg.state, &volume.id).await?;
+            let plugged = async {
+                devices::plug(leader, &dev, &attached.device).await?;
+                devices::link_by_id(&self.paths(droplet_id).by_id(), &attached)
+            };
+            if let Err(e) = plugged.await {
+                volume::release(&self.cfg.state, &volume.id).await;
+                return Err(e.into());
+            }
+        }
+        rec.volumes.push(attached);
         self.save(&rec)?;
         Ok(())
     }
@@ -629,12 +729,13 @@ impl Hypervisor for Nspawn {
         let Some(attached) = rec.volumes.iter().find(|v| v.id == volume.id).cloned() else {
             return Ok(());
         };
-        if self.running_pid(droplet_id).is_some() {
-            let leader = self.leader_pid(droplet_id);
-            volume::unmount_in_running(&self.paths(droplet_id).merged(), leader, &attached.name)
-                .await?;
+        // As a hot unplug: the disk goes even when the machine has it mounted; what the
+        // machine wrote before reaches the volume, nothing after (volume::unplug).
+        volume::unplug(&self.cfg.state, &volume.id).await?;
+        devices::unlink_by_id(&self.paths(droplet_id).by_id(), &attached)?;
+        if let Some(leader) = self.leader_pid(droplet_id) {
+            devices::unplug(leader, &attached.device).await?;
         }
-        volume::unmount_host(&self.cfg.state, &volume.id).await?;
         rec.volumes.retain(|v| v.id != volume.id);
         self.save(&rec)?;
         Ok(())
@@ -649,21 +750,23 @@ pub fn read_records(state: &StateDir) -> Vec<MachineRecord> {
         .filter_map(|e| e.ok())
         .filter_map(|e| std::fs::read(e.path().join("machine.json")).ok())
         .filter_map(|b| serde_json::from_slice(&b).ok())
+        .map(with_devices)
         .collect();
     out.sort_by_key(|r| r.droplet_id);
     out
 }
 
+/// A record written before volumes had disk names gets them.
+fn with_devices(mut rec: MachineRecord) -> MachineRecord {
+    devices::name_devices(&mut rec.volumes);
+    rec
+}
+
 fn running_pid(pid_file: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(pid_file)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
     // A recycled pid must not be mistaken for our machine.
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    (sys::pid_alive(pid) && String::from_utf8_lossy(&cmdline).contains("systemd-nspawn"))
-        .then_some(pid)
+    process::recorded(pid_file, |args| {
+        args.iter().any(|a| a.contains("systemd-nspawn"))
+    })
 }
 
 /// The machine's PID 1: nspawn's child in another pid namespace.
@@ -685,13 +788,10 @@ fn leader_of(nspawn_pid: i32) -> Option<i32> {
 async fn kill_tree(nspawn_pid: i32) {
     if let Some(leader) = leader_of(nspawn_pid) {
         // Killing the container's PID 1 tears down its whole pid namespace.
-        sys::signal(leader, libc::SIGKILL);
+        process::signal(leader, libc::SIGKILL);
     }
-    sys::signal(nspawn_pid, libc::SIGKILL);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sys::pid_alive(nspawn_pid) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    process::signal(nspawn_pid, libc::SIGKILL);
+    process::wait_exit(nspawn_pid, Duration::from_secs(10)).await;
 }
 
 async fn unmount(path: &Path) {
@@ -699,7 +799,7 @@ async fn unmount(path: &Path) {
         return;
     }
     let p = path.to_string_lossy().into_owned();
-    // Recursive: volumes bound into a running machine sit below its root.
+    // Recursive: anything mounted below the root goes with it.
     if !sys::run_quiet("umount", &["-R", p.as_str()]).await {
         // Something still holds it (a process not yet reaped): detach it lazily.
         sys::run_quiet("umount", &["-l", p.as_str()]).await;

@@ -120,35 +120,6 @@ pub async fn run_quiet<S: AsRef<OsStr>>(program: &str, args: &[S]) -> bool {
     }
 }
 
-/// Whether a process exists and is not a zombie.
-pub fn pid_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks for existence.
-    let exists = unsafe { libc::kill(pid, 0) } == 0;
-    if !exists {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state letter follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            .unwrap_or(true),
-        Err(_) => false,
-    }
-}
-
-pub fn signal(pid: i32, sig: i32) {
-    if pid > 0 {
-        // SAFETY: plain kill(2) on a pid we recorded ourselves.
-        unsafe {
-            libc::kill(pid, sig);
-        }
-    }
-}
-
 /// Whether `path` is a mount point (listed in /proc/self/mountinfo).
 pub fn is_mounted(path: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {

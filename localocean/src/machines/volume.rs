@@ -1,7 +1,9 @@
-//! Block storage volumes: sparse ext4 image files, loop-mounted on the host and bound into
-//! a machine at `/mnt/<name>`; they outlive droplets like DigitalOcean volumes.
+//! Block storage volumes as DigitalOcean gives them: a sparse backing file per volume that
+//! outlives droplets, and while it is attached to a running machine, a loop device over it.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::hypervisor::VolumeSpec;
 use crate::instance::StateDir;
@@ -10,10 +12,6 @@ use super::sys::{self, io_err, SysError, SysResult};
 
 fn image(state: &StateDir, id: &str) -> PathBuf {
     state.volumes().join(format!("{id}.img"))
-}
-
-fn mount_point(state: &StateDir, id: &str) -> PathBuf {
-    state.volumes().join(format!("{id}.mnt"))
 }
 
 fn check_id(id: &str) -> SysResult<()> {
@@ -27,16 +25,28 @@ fn check_id(id: &str) -> SysResult<()> {
     Ok(())
 }
 
-fn check_name(name: &str) -> SysResult<()> {
+/// Volume names become file names in the machine (the by-id link, the mount unit), so they
+/// keep to DigitalOcean's characters.
+pub fn check_name(name: &str) -> SysResult<()> {
     if name.is_empty()
-        || name.starts_with('.')
+        || name.len() > 64
         || !name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         return Err(SysError::Other(format!("invalid volume name {name:?}")));
     }
     Ok(())
+}
+
+/// The name under `/dev/disk/by-id` that DigitalOcean gives a volume's disk.
+pub fn by_id_name(volume_name: &str) -> String {
+    format!("scsi-0DO_Volume_{volume_name}")
+}
+
+/// Where DigitalOcean's automount puts a volume: `/mnt/<name>` with every `-` as `_`.
+pub fn automount_point(volume_name: &str) -> String {
+    format!("/mnt/{}", volume_name.replace('-', "_"))
 }
 
 pub fn check_exists(state: &StateDir, id: &str) -> SysResult<()> {
@@ -47,8 +57,8 @@ pub fn check_exists(state: &StateDir, id: &str) -> SysResult<()> {
     Ok(())
 }
 
-/// Makes the sparse backing file and its ext4 file system (every `filesystem_type` gets
-/// ext4: the only one the image's tools and the tests need). Idempotent.
+/// Makes the sparse backing file, with the file system DigitalOcean would put on it when
+/// `filesystem_type` is set, blank otherwise. Idempotent.
 pub async fn create(state: &StateDir, v: &VolumeSpec) -> SysResult<()> {
     check_id(&v.id)?;
     check_name(&v.name)?;
@@ -63,18 +73,43 @@ pub async fn create(state: &StateDir, v: &VolumeSpec) -> SysResult<()> {
     f.set_len(u64::from(v.size_gib) << 30)
         .map_err(io_err("sizing", &tmp))?;
     drop(f);
-    let t = tmp.to_string_lossy().into_owned();
-    let label: String = v.name.chars().take(16).collect();
-    if let Err(e) = sys::run("mkfs.ext4", &["-F", "-q", "-L", label.as_str(), t.as_str()]).await {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+    if let Some(fs) = &v.filesystem_type {
+        if let Err(e) = mkfs(&tmp, fs, v.filesystem_label.as_deref()).await {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
     }
     std::fs::rename(&tmp, &img).map_err(io_err("renaming into", &img))?;
     Ok(())
 }
 
-/// Grows the file and the file system (online when it is mounted). Shrinking is refused,
-/// as on DigitalOcean.
+async fn mkfs(file: &Path, fs: &str, label: Option<&str>) -> SysResult<()> {
+    let mut args: Vec<String> = Vec::new();
+    let program = match fs {
+        "ext4" => {
+            args.extend(["-F".into(), "-q".into()]);
+            "mkfs.ext4"
+        }
+        "xfs" => {
+            args.extend(["-f".into(), "-q".into()]);
+            "mkfs.xfs"
+        }
+        other => {
+            return Err(SysError::Other(format!(
+                "filesystem_type {other:?} is not supported"
+            )))
+        }
+    };
+    if let Some(l) = label {
+        args.extend(["-L".into(), l.to_string()]);
+    }
+    args.push(file.to_string_lossy().into_owned());
+    sys::run(program, &args).await.map(drop)
+}
+
+/// Grows the backing file and every live loop device over it, so that a machine sees the
+/// new size at once. Shrinking is refused, as on DigitalOcean; the file system is left as
+/// it is (growing it is the user's job, as on DigitalOcean).
 pub async fn resize(state: &StateDir, v: &VolumeSpec) -> SysResult<()> {
     check_exists(state, &v.id)?;
     let img = image(state, &v.id);
@@ -90,150 +125,247 @@ pub async fn resize(state: &StateDir, v: &VolumeSpec) -> SysResult<()> {
             v.size_gib
         )));
     }
-    if want == have {
-        return Ok(());
+    if want > have {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&img)
+            .and_then(|f| f.set_len(want))
+            .map_err(io_err("growing", &img))?;
     }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&img)
-        .and_then(|f| f.set_len(want))
-        .map_err(io_err("growing", &img))?;
-    let mnt = mount_point(state, &v.id);
-    if sys::is_mounted(&mnt) {
-        let m = mnt.to_string_lossy().into_owned();
-        let dev = sys::run("findmnt", &["-n", "-o", "SOURCE", m.as_str()]).await?;
-        let dev = dev.trim().to_string();
+    for l in loops_of(state, &v.id).into_iter().filter(Loop::live) {
+        let dev = l.dev.to_string_lossy().into_owned();
         sys::run("losetup", &["-c", dev.as_str()]).await?;
-        // Online growth needs a kernel that lets us (some sandboxes refuse the ioctl); if
-        // it is refused the file system grows the next time the volume is mounted.
-        if let Err(e) = sys::run("resize2fs", &[dev.as_str()]).await {
-            tracing::warn!("volume ({}) grows at its next attach: {e}", v.id);
-            sys::write_atomic(&grow_marker(state, &v.id), b"", 0o644)?;
-        }
-    } else {
-        grow_offline(state, &v.id).await?;
     }
     Ok(())
 }
 
-fn grow_marker(state: &StateDir, id: &str) -> PathBuf {
-    state.volumes().join(format!("{id}.grow"))
-}
-
-async fn grow_offline(state: &StateDir, id: &str) -> SysResult<()> {
-    let i = image(state, id).to_string_lossy().into_owned();
-    sys::run("e2fsck", &["-f", "-p", i.as_str()]).await?;
-    sys::run("resize2fs", &[i.as_str()]).await?;
-    let _ = std::fs::remove_file(grow_marker(state, id));
-    Ok(())
-}
-
+/// Removes the backing file; refused while a live loop device is over it.
 pub async fn delete(state: &StateDir, id: &str) -> SysResult<()> {
     check_id(id)?;
-    unmount_host(state, id).await?;
-    let _ = std::fs::remove_file(grow_marker(state, id));
+    if let Some(l) = loops_of(state, id).into_iter().find(Loop::live) {
+        return Err(SysError::Other(format!(
+            "volume ({id}) is still in use ({})",
+            l.dev.display()
+        )));
+    }
     let img = image(state, id);
     if img.exists() {
         std::fs::remove_file(&img).map_err(io_err("removing", &img))?;
     }
-    let mnt = mount_point(state, id);
-    let _ = std::fs::remove_dir(&mnt);
     Ok(())
 }
 
-/// Loop-mounts the volume on the host (idempotent) and returns the mount point.
-pub async fn ensure_mounted(state: &StateDir, id: &str) -> SysResult<PathBuf> {
-    check_exists(state, id)?;
-    let mnt = mount_point(state, id);
-    std::fs::create_dir_all(&mnt).map_err(io_err("creating", &mnt))?;
-    if !sys::is_mounted(&mnt) {
-        if grow_marker(state, id).exists() {
-            grow_offline(state, id).await?;
-        }
-        let i = image(state, id).to_string_lossy().into_owned();
-        let m = mnt.to_string_lossy().into_owned();
-        sys::run("mount", &["-o", "loop", i.as_str(), m.as_str()]).await?;
-    }
-    Ok(mnt)
+/// A loop device bound to a file, as the kernel lists it under `/sys/block`.
+#[derive(Debug)]
+struct Loop {
+    dev: PathBuf,
+    sys: PathBuf,
+    offset: u64,
+    autoclear: bool,
 }
 
-pub async fn unmount_host(state: &StateDir, id: &str) -> SysResult<()> {
-    let mnt = mount_point(state, id);
-    if sys::is_mounted(&mnt) {
-        let m = mnt.to_string_lossy().into_owned();
-        sys::run("umount", &[m.as_str()]).await?;
+impl Loop {
+    /// Serving the volume: neither fenced (see [`fence`]) nor released by `losetup -d`.
+    fn live(&self) -> bool {
+        self.offset == 0 && !self.autoclear
     }
-    Ok(())
+
+    fn still_bound(&self) -> bool {
+        self.sys.join("loop").exists()
+    }
 }
 
-/// Binds an already host-mounted volume into a running machine at `/mnt/<name>`. The
-/// machine's root is a shared mount on the host and nspawn keeps the machine's mounts as
-/// its slaves, so a bind made under the host path of that root appears inside at once (no
-/// systemd-machined here, so no `machinectl bind`; the host's `/` is private, so nspawn's
-/// own propagation dir would not carry it).
-pub async fn bind_into_running(root: &Path, host: &Path, name: &str) -> SysResult<()> {
-    check_name(name)?;
-    let target = root.join("mnt").join(name);
-    std::fs::create_dir_all(&target).map_err(io_err("creating", &target))?;
-    if !sys::is_mounted(&target) {
-        let h = host.to_string_lossy().into_owned();
-        let t = target.to_string_lossy().into_owned();
-        sys::run("mount", &["--bind", h.as_str(), t.as_str()]).await?;
-    }
-    Ok(())
-}
-
-/// Undoes [`bind_into_running`]; the unmount propagates into the machine too. A volume
-/// bound at boot (`--bind`) lives only in the machine's namespace and is unmounted there.
-pub async fn unmount_in_running(root: &Path, leader: Option<i32>, name: &str) -> SysResult<()> {
-    check_name(name)?;
-    let target = root.join("mnt").join(name);
-    if sys::is_mounted(&target) {
-        let t = target.to_string_lossy().into_owned();
-        if sys::run("umount", &[t.as_str()]).await.is_err() {
-            // Busy inside the machine: detach now, the kernel finishes when it is released.
-            sys::run("umount", &["-l", t.as_str()]).await?;
-        }
-    }
-    if let Some(leader) = leader {
-        let inside = format!("/mnt/{name}");
-        let leader = leader.to_string();
-        let l = leader.as_str();
-        let mounted = sys::run(
-            "nsenter",
-            &["-t", l, "-m", "--", "mountpoint", "-q", inside.as_str()],
-        )
-        .await
-        .is_ok();
-        if mounted
-            && sys::run("nsenter", &["-t", l, "-m", "--", "umount", inside.as_str()])
-                .await
-                .is_err()
-        {
-            sys::run(
-                "nsenter",
-                &["-t", l, "-m", "--", "umount", "-l", inside.as_str()],
-            )
-            .await?;
-        }
-    }
-    Ok(())
-}
-
-/// Unmounts and removes every volume of the instance (`localocean down`).
-pub async fn purge_volumes(state: &StateDir) {
-    let dir = state.volumes();
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
+/// Every loop device whose backing file satisfies `backed_by`. Found by the file's path,
+/// so localocean only ever touches loop devices it made, whoever else uses others.
+fn loops_where(backed_by: impl Fn(&Path) -> bool) -> Vec<Loop> {
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
     };
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.extension().map(|x| x == "mnt").unwrap_or(false) && sys::is_mounted(&path) {
-            let p = path.to_string_lossy().into_owned();
-            if !sys::run_quiet("umount", &[p.as_str()]).await {
-                sys::run_quiet("umount", &["-l", p.as_str()]).await;
+    let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+    let mut out: Vec<Loop> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("loop"))
+        .filter_map(|e| {
+            let sys = e.path();
+            let file = read(sys.join("loop/backing_file"));
+            let file = file.trim_end_matches('\n');
+            let file = file.strip_suffix(" (deleted)").unwrap_or(file);
+            if file.is_empty() || !backed_by(Path::new(file)) {
+                return None;
+            }
+            Some(Loop {
+                dev: Path::new("/dev").join(e.file_name()),
+                offset: read(sys.join("loop/offset")).trim().parse().unwrap_or(0),
+                autoclear: read(sys.join("loop/autoclear")).trim() == "1",
+                sys,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.dev.cmp(&b.dev));
+    out
+}
+
+/// The kernel names a backing file by its resolved path.
+fn resolved_volumes_dir(state: &StateDir) -> PathBuf {
+    std::fs::canonicalize(state.volumes()).unwrap_or_else(|_| state.volumes())
+}
+
+fn loops_of(state: &StateDir, id: &str) -> Vec<Loop> {
+    let img = resolved_volumes_dir(state).join(format!("{id}.img"));
+    loops_where(|f| f == img)
+}
+
+/// How long a released loop device may take to go: the file system of a machine that just
+/// stopped is let go by the kernel shortly after its last process ends.
+const RELEASE_WAIT: Duration = Duration::from_secs(15);
+
+/// The volume's live loop device, made when there is none. A loop device released when its
+/// machine stopped may still be held by that machine's file system for a moment: wait for
+/// it to go, so that two file systems never write the same file.
+pub async fn loop_device(state: &StateDir, id: &str) -> SysResult<PathBuf> {
+    check_exists(state, id)?;
+    let deadline = Instant::now() + RELEASE_WAIT;
+    loop {
+        let loops = loops_of(state, id);
+        if let Some(l) = loops.iter().find(|l| l.live()) {
+            return Ok(l.dev.clone());
+        }
+        if !loops.iter().any(|l| l.offset == 0 && l.autoclear) {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(SysError::Other(format!(
+                "volume ({id}) is still held by a stopped machine"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let img = image(state, id).to_string_lossy().into_owned();
+    let dev = sys::run("losetup", &["--find", "--show", img.as_str()]).await?;
+    Ok(PathBuf::from(dev.trim()))
+}
+
+/// Lets go of the volume's loop devices after its machine stopped, waiting until the kernel
+/// has freed them (see [`loop_device`]).
+pub async fn release(state: &StateDir, id: &str) {
+    let loops = loops_of(state, id);
+    for l in &loops {
+        let dev = l.dev.to_string_lossy().into_owned();
+        sys::run_quiet("losetup", &["-d", dev.as_str()]).await;
+    }
+    let deadline = Instant::now() + RELEASE_WAIT;
+    while loops.iter().any(|l| l.offset == 0 && l.still_bound()) {
+        if Instant::now() > deadline {
+            tracing::warn!("volume ({id}): a loop device is still held after its machine stopped");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Takes the volume away from a running machine, as a hot unplug does: every loop device
+/// over it is fenced first, so that a file system still mounted in the machine gets I/O
+/// errors and can never again write the file (which the volume's next attachment opens
+/// afresh), then released.
+pub async fn unplug(state: &StateDir, id: &str) -> SysResult<()> {
+    for l in loops_of(state, id).into_iter().filter(|l| l.offset == 0) {
+        fence(&l.dev)?;
+        let dev = l.dev.to_string_lossy().into_owned();
+        sys::run("losetup", &["-d", dev.as_str()]).await?;
+    }
+    Ok(())
+}
+
+/// `struct loop_info64` of <linux/loop.h>.
+#[repr(C)]
+struct LoopInfo64 {
+    device: u64,
+    inode: u64,
+    rdevice: u64,
+    offset: u64,
+    sizelimit: u64,
+    number: u32,
+    encrypt_type: u32,
+    encrypt_key_size: u32,
+    flags: u32,
+    file_name: [u8; 64],
+    crypt_name: [u8; 64],
+    encrypt_key: [u8; 32],
+    init: [u64; 2],
+}
+
+const LOOP_SET_STATUS64: libc::c_ulong = 0x4C04;
+const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
+
+/// Moves the loop device's window past the end of any file: its size drops to zero, the
+/// block layer fails every further read and write, and nothing more reaches the file. The
+/// kernel writes back what the device holds before the window moves, as an unplugged disk
+/// keeps what reached it. (Device-mapper's error target would say it more plainly, but not
+/// every kernel localocean runs on has device-mapper; every one has loop devices.)
+fn fence(dev: &Path) -> SysResult<()> {
+    let f = std::fs::File::open(dev).map_err(io_err("opening", dev))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    // SAFETY: all zeroes is a valid LoopInfo64 (plain integers and byte arrays).
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    // SAFETY: LOOP_GET_STATUS64 writes one loop_info64 through the pointer, which points at
+    // a live struct of that layout; fd stays open for the call.
+    if unsafe { libc::ioctl(fd, LOOP_GET_STATUS64 as _, &mut info as *mut LoopInfo64) } != 0 {
+        return Err(io_err("reading the status of", dev)(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    info.offset = 1 << 62;
+    info.sizelimit = 0;
+    // SAFETY: LOOP_SET_STATUS64 reads one loop_info64 through the pointer.
+    if unsafe { libc::ioctl(fd, LOOP_SET_STATUS64 as _, &info as *const LoopInfo64) } != 0 {
+        return Err(io_err("fencing", dev)(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// The (major, minor) numbers of a device node, to make the same node in a machine.
+pub fn device_numbers(dev: &Path) -> SysResult<(u32, u32)> {
+    let rdev = std::fs::metadata(dev)
+        .map_err(io_err("reading", dev))?
+        .rdev();
+    Ok((libc::major(rdev), libc::minor(rdev)))
+}
+
+/// Releases every loop device over this instance's volumes and removes their files
+/// (`localocean down`, after every machine is gone).
+pub async fn purge_volumes(state: &StateDir) {
+    let dir = resolved_volumes_dir(state);
+    for l in loops_where(|f| f.starts_with(&dir)) {
+        if l.offset == 0 {
+            if let Err(e) = fence(&l.dev) {
+                tracing::debug!("ignored during cleanup: {e}");
             }
         }
+        let dev = l.dev.to_string_lossy().into_owned();
+        sys::run_quiet("losetup", &["-d", dev.as_str()]).await;
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(state.volumes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_digitalocean() {
+        assert_eq!(
+            by_id_name("volume-nyc1-01"),
+            "scsi-0DO_Volume_volume-nyc1-01"
+        );
+        assert_eq!(automount_point("volume-nyc1-01"), "/mnt/volume_nyc1_01");
+        assert!(check_name("volume-nyc1-01").is_ok());
+        for bad in ["", "a/b", "../x", "a b", "a.b"] {
+            assert!(check_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn loop_info_has_the_kernel_layout() {
+        assert_eq!(std::mem::size_of::<LoopInfo64>(), 232);
+    }
 }

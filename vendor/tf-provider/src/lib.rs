@@ -48,6 +48,8 @@ pub use data_source::{DataSource, DynamicDataSource};
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use function::{DynamicFunction, Function};
 pub use provider::{DynamicProvider, Provider};
+// PATCHED: exported, so that a resource can implement `Resource::upgrade`, whose argument it is.
+pub use raw::RawValue;
 pub use resource::{DynamicResource, Resource};
 pub use server::{serve, serve_dynamic};
 

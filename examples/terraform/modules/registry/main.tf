@@ -20,6 +20,9 @@ resource "docker_registry" "this" {
   ssh_key_fingerprints = [var.ssh_key_fingerprint]
   tags                 = var.tags
 
+  # The old module's default was "": empty means "generate one" (kept in state).
+  http_secret = var.registry_http_secret == "" ? null : var.registry_http_secret
+
   # An extra user called `admin` would silently replace the module's admin,
   # so the admin is merged last.
   users = merge(var.extra_users, local.admin)
@@ -32,17 +35,8 @@ resource "docker_registry" "this" {
   storage {
     backend = var.space_name == "" ? "droplet" : "spaces"
     bucket  = var.space_name == "" ? null : var.space_name
-  }
-}
-
-# Warnings, not errors, so an unchanged caller of the old module still applies.
-check "ignored_inputs" {
-  assert {
-    condition     = var.space_key == "" && var.space_secret == ""
-    error_message = "space_key and space_secret are ignored: set spaces_access_id and spaces_secret_key in the provider \"docker\" block (or SPACES_ACCESS_KEY_ID and SPACES_SECRET_ACCESS_KEY) instead."
-  }
-  assert {
-    condition     = var.registry_http_secret == ""
-    error_message = "registry_http_secret is ignored: the provider generates the registry's http secret and keeps it in state."
+    # The old module's Spaces keys manage the bucket; without them, the provider's keys do.
+    spaces_access_id  = var.space_name == "" || var.space_key == "" ? null : var.space_key
+    spaces_secret_key = var.space_name == "" || var.space_secret == "" ? null : var.space_secret
   }
 }

@@ -46,21 +46,21 @@ variable "space_name" {
 }
 
 variable "space_key" {
-  description = "Kept for compatibility and ignored: Spaces keys are provider settings now (`spaces_access_id`, or SPACES_ACCESS_KEY_ID)."
+  description = "Spaces access key that creates and manages the bucket `space_name` (with `space_secret`). Empty: the provider's `spaces_access_id` (or SPACES_ACCESS_KEY_ID). The registry itself gets its own key for that bucket only."
   type        = string
   default     = ""
   sensitive   = true
 }
 
 variable "space_secret" {
-  description = "Kept for compatibility and ignored: Spaces keys are provider settings now (`spaces_secret_key`, or SPACES_SECRET_ACCESS_KEY)."
+  description = "Secret of `space_key`. Empty: the provider's `spaces_secret_key` (or SPACES_SECRET_ACCESS_KEY)."
   type        = string
   default     = ""
   sensitive   = true
 }
 
 variable "registry_http_secret" {
-  description = "Kept for compatibility and ignored: the provider generates the registry's `http.secret` and keeps it in state."
+  description = "The registry's `http.secret` (16 to 256 printable ASCII characters, no spaces), e.g. shared by several servers. Empty: the provider generates one and keeps it in state."
   type        = string
   default     = ""
   sensitive   = true

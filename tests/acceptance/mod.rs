@@ -1,0 +1,61 @@
+//! Acceptance tests: OpenTofu drives the built provider against localocean (real droplets),
+//! skopeo pushes and pulls. The tests share the binary's localocean, each with names of its
+//! own and checking only what it made; a test that arms faults has an instance of its own.
+
+mod bench;
+mod certificates;
+mod docker;
+mod faults;
+mod gc;
+mod registry;
+mod renewal;
+mod secrets;
+mod seed_module;
+mod storage;
+mod ui;
+mod users;
+
+use crate::support::tofu::Tofu;
+
+pub const PROVIDER_BLOCK: &str = r#"
+terraform {
+  required_providers {
+    docker = { source = "anchorage/docker" }
+  }
+}
+"#;
+
+#[test]
+fn tofu_validate_and_plan_load_the_built_provider() {
+    let tf = Tofu::new(&format!(
+        "{PROVIDER_BLOCK}\nprovider \"docker\" {{\n  token = \"dop_v1_test\"\n  api_endpoint = \"http://127.0.0.1:9\"\n  http_retry_max = 2\n}}\n"
+    ));
+    let (ok, out) = tf.run_text(&["validate", "-no-color"]);
+    assert!(ok, "tofu validate failed:\n{out}");
+    assert!(
+        out.contains("Provider development overrides are in effect"),
+        "dev_overrides not used:\n{out}"
+    );
+    let (ok, out) = tf.run_text(&["plan", "-no-color", "-input=false"]);
+    assert!(ok, "tofu plan failed:\n{out}");
+    assert!(out.contains("No changes"), "{out}");
+}
+
+#[test]
+fn tofu_validate_names_a_bad_provider_argument() {
+    let tf = Tofu::new(&format!(
+        "{PROVIDER_BLOCK}\nprovider \"docker\" {{\n  api_endpoint = \"not a url\"\n  http_retry_max = -1\n}}\n{}",
+        r#"
+resource "docker_registry" "r" {
+  name   = "registry"
+  region = "ams3"
+  fqdn   = "registry.example.com"
+  tls { source = "self_signed" }
+}
+"#
+    ));
+    let (ok, out) = tf.run_text(&["validate", "-no-color"]);
+    assert!(!ok, "tofu validate should fail:\n{out}");
+    assert!(out.contains("Invalid `api_endpoint`"), "{out}");
+    assert!(out.contains("Invalid `http_retry_max`"), "{out}");
+}

@@ -1,0 +1,135 @@
+//! Runs OpenTofu against the freshly built provider through a dev_overrides CLI config,
+//! each test in its own temp dir, with nothing inherited that could point elsewhere.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Tofu {
+    pub bin: PathBuf,
+    pub dir: tempfile::TempDir,
+    cli_config: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+/// `tofu` from TOFU_BIN, else the project-local tools folder that scripts/setup fills.
+pub fn tofu_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TOFU_BIN") {
+        return p.into();
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/tofu");
+    if local.exists() {
+        return local;
+    }
+    panic!(
+        "tofu not found at {}: run scripts/setup (or set TOFU_BIN)",
+        local.display()
+    );
+}
+
+pub fn provider_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_terraform-provider-docker"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+impl Tofu {
+    pub fn new(main_tf: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("tf-acc-test-")
+            .tempdir()
+            .unwrap();
+        std::fs::write(dir.path().join("main.tf"), main_tf).unwrap();
+        let cli_config = dir.path().join("tofu.rc");
+        std::fs::write(
+            &cli_config,
+            format!(
+                "provider_installation {{\n  dev_overrides {{\n    \"registry.opentofu.org/anchorage/docker\" = \"{}\"\n  }}\n  direct {{}}\n}}\n",
+                provider_dir().display()
+            ),
+        )
+        .unwrap();
+        Self {
+            bin: tofu_bin(),
+            dir,
+            cli_config,
+            env: vec![],
+        }
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn write(&self, name: &str, content: &str) {
+        std::fs::write(self.dir.path().join(name), content).unwrap();
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.bin.display()))
+    }
+
+    /// The tofu command for `args`, in the work dir, with the test CLI config. It ends (and
+    /// takes its provider with it) if the test's thread does, e.g. a killed test binary.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        localocean::process::end_with_parent(&mut cmd);
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env_remove("DIGITALOCEAN_TOKEN")
+            .env_remove("DIGITALOCEAN_ACCESS_TOKEN")
+            .env_remove("DIGITALOCEAN_API_URL")
+            .env("TF_CLI_CONFIG_FILE", &self.cli_config)
+            .env("TF_IN_AUTOMATION", "1")
+            .env("CHECKPOINT_DISABLE", "1")
+            .env("NO_COLOR", "1");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs and returns (success, stdout + stderr).
+    pub fn run_text(&self, args: &[&str]) -> (bool, String) {
+        let out = self.run(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// `tofu apply` with the provider's log at `level` written to `log` in the work dir.
+    pub fn apply_logged(&self, log: &str, level: &str) -> (bool, String) {
+        let out = self
+            .command(&["apply", "-auto-approve", "-no-color", "-input=false"])
+            .env("TF_LOG", level)
+            .env("TF_LOG_PATH", self.dir.path().join(log))
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.bin.display()));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// The attributes of the first resource in state (`tofu show -json`), secrets included.
+    pub fn resource_values(&self) -> serde_json::Value {
+        let out = self.run(&["show", "-json"]);
+        assert!(
+            out.status.success(),
+            "tofu show: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["values"]["root_module"]["resources"][0]["values"].clone()
+    }
+}
