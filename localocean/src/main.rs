@@ -77,7 +77,20 @@ enum ImageCmd {
     Build,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors print as one line with their causes and no backtrace (RUST_BACKTRACE may be set
+/// in the caller's environment): `up` shows the tail of serve's log, which must end in the
+/// reason, not in stack frames.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

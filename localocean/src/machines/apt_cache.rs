@@ -84,7 +84,9 @@ impl AptCacher {
             child,
             pid_file: pid_file.map(Path::to_path_buf),
         };
-        let deadline = Instant::now() + Duration::from_secs(15);
+        // Generous: under the full test suite's load (several instances starting at once, the
+        // compiler on every core) 15 s was not always enough.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if tokio::net::TcpStream::connect((bind, port)).await.is_ok() {
                 return Ok(me);
@@ -98,7 +100,7 @@ impl AptCacher {
             if Instant::now() > deadline {
                 me.stop().await;
                 return Err(SysError::Other(format!(
-                    "apt-cacher-ng did not listen on {bind}:{port} within 15 s"
+                    "apt-cacher-ng did not listen on {bind}:{port} within 60 s"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
