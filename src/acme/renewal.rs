@@ -297,6 +297,69 @@ mod tests {
         }
     }
 
+    /// Debian 12's certbot crashes on any ACME error ("can't set attribute", certbot#9539);
+    /// the driver reports the CA's answer from certbot's log instead, and tells a badNonce
+    /// (retried once) from the rest.
+    #[test]
+    fn the_driver_names_the_cas_answer_when_certbot_crashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let log = dir.path().join("letsencrypt.log");
+        let cause = |output: &str, log_text: &str| -> serde_json::Value {
+            std::fs::write(&out, output).unwrap();
+            std::fs::write(&log, log_text).unwrap();
+            let run = std::process::Command::new("python3")
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/src/render/renew.py"))
+                .arg("crash-cause")
+                .args([&out, &log])
+                .output()
+                .expect("python3 runs the driver");
+            assert!(
+                run.status.success(),
+                "{}",
+                String::from_utf8_lossy(&run.stderr)
+            );
+            serde_json::from_slice(&run.stdout).unwrap()
+        };
+        let crashed = "An unexpected error occurred:\nAttributeError: can't set attribute\n";
+        let log_text = r#"2026-12-02 09:46:20,001:DEBUG:acme.client:Received response:
+HTTP 400
+Content-Type: application/problem+json
+
+{
+   "type": "urn:ietf:params:acme:error:malformed",
+   "detail": "an earlier problem",
+   "status": 400
+}
+2026-12-02 09:46:21,002:DEBUG:acme.client:Received response:
+HTTP 400
+
+{
+   "type": "urn:ietf:params:acme:error:badNonce",
+   "detail": "JWS has an invalid anti-replay nonce: \"abc\"",
+   "status": 400
+}
+2026-12-02 09:46:21,010:ERROR:certbot._internal.log:An unexpected error occurred:
+"#;
+        assert_eq!(
+            cause(crashed, log_text),
+            serde_json::json!([
+                "badNonce",
+                "the CA answered badNonce: JWS has an invalid anti-replay nonce: \"abc\""
+            ])
+        );
+        // A run that did not crash keeps certbot's own words; a log without a problem
+        // document gives nothing to report instead.
+        assert_eq!(
+            cause("Some challenges have failed.", log_text),
+            serde_json::Value::Null
+        );
+        assert_eq!(
+            cause(crashed, "no answer from the CA\n"),
+            serde_json::Value::Null
+        );
+    }
+
     #[test]
     fn days_before_expiry() {
         assert_eq!(

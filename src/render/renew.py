@@ -10,6 +10,7 @@
 #   renew.py auth|cleanup        certbot's manual hooks (CERTBOT_* in the environment)
 #   renew.py deploy              certbot's deploy hook: install for nginx, reload it
 #   renew.py due CERT [START END] [DAYS] [NOW]   print when CERT is due (tests)
+#   renew.py crash-cause OUTPUT LOG   the cause of a crashed certbot run (tests)
 
 import base64
 import datetime
@@ -239,6 +240,43 @@ def failure_cause(output):
     return short(text)
 
 
+CERTBOT_LOG = "/var/log/letsencrypt/letsencrypt.log"
+ACME_PROBLEM = re.compile(r"\{[^{}]*urn:ietf:params:acme:error:[^{}]*\}")
+
+
+def acme_problem(log_text):
+    """The last ACME problem document (RFC 8555 section 6.7) in certbot's debug log, as
+    (type, detail), or None. Debian 12's certbot on Python 3.11 reports every ACME error
+    response as "AttributeError: can't set attribute" (certbot#9539); its log still holds the
+    server's answer, which is the cause worth showing."""
+    found = None
+    for m in ACME_PROBLEM.finditer(log_text):
+        try:
+            doc = json.loads(m.group(0))
+        except ValueError:
+            continue
+        kind = str(doc.get("type", "")).rsplit(":", 1)[-1]
+        if kind:
+            found = (kind, str(doc.get("detail", "")))
+    return found
+
+
+def certbot_crash_cause(output, log_path=CERTBOT_LOG):
+    """For a certbot run that crashed on an ACME error: (type, "the CA answered TYPE: DETAIL")
+    from its log (each run writes a new one); None otherwise."""
+    if "can't set attribute" not in output and "An unexpected error occurred" not in output:
+        return None
+    try:
+        with open(log_path, errors="replace") as f:
+            problem = acme_problem(f.read())
+    except OSError:
+        return None
+    if problem is None:
+        return None
+    kind, detail = problem
+    return kind, short("the CA answered %s: %s" % (kind, detail))
+
+
 def certbot(cfg):
     me = os.path.realpath(__file__)
     hook = lambda what: "/usr/bin/python3 %s %s" % (me, what)  # noqa: E731
@@ -280,10 +318,18 @@ def run():
         os.unlink(HOOK_ERROR)
     except FileNotFoundError:
         pass
+    crash = None
     try:
         install_account(cfg)
-        done = certbot(cfg)
-        ok, out = done.returncode == 0, (done.stdout or "") + "\n" + (done.stderr or "")
+        # A nonce the CA rejects (badNonce) is transient by definition (RFC 8555 section
+        # 6.5): certbot retries it once itself, crashes on a second one; one more run here.
+        for attempt in (1, 2):
+            done = certbot(cfg)
+            ok, out = done.returncode == 0, (done.stdout or "") + "\n" + (done.stderr or "")
+            crash = None if ok else certbot_crash_cause(out)
+            if ok or crash is None or crash[0] != "badNonce" or attempt == 2:
+                break
+            log("the CA rejected a nonce (%s): running certbot again" % crash[1])
     except Exception as e:  # noqa: BLE001 - reported, retried at the next run
         ok, out = False, "%s: %s" % (type(e).__name__, e)
     if ok:
@@ -294,7 +340,7 @@ def run():
         write_status(result="renewed", renew_at=rfc3339(new_at), rule=new_rule,
                      serial="%x" % new.serial_number, renewed_at=rfc3339(now()))
         return 0
-    cause = failure_cause(out)
+    cause = crash[1] if crash else failure_cause(out)
     try:
         with open(HOOK_ERROR) as f:
             cause = short(f.read().strip() + "; " + cause)
@@ -390,7 +436,11 @@ def main(argv):
         return deploy()
     if cmd == "due":
         return due_command(argv[2:])
-    print("usage: renew.py run|auth|cleanup|deploy|due", file=sys.stderr)
+    if cmd == "crash-cause":
+        with open(argv[2]) as f:
+            print(json.dumps(certbot_crash_cause(f.read(), argv[3])))
+        return 0
+    print("usage: renew.py run|auth|cleanup|deploy|due|crash-cause", file=sys.stderr)
     return 2
 
 
