@@ -225,9 +225,22 @@ pub fn claim_slot(state_dir: &Path, preferred: Option<u16>) -> SysResult<u16> {
     };
     for slot in candidates {
         let path = slot_file(slot);
-        match std::fs::read_to_string(&path) {
-            Ok(owner) if owner.trim() == me_s => return Ok(slot),
-            Ok(owner) if Path::new(owner.trim()).exists() => {
+        let owner = std::fs::read_to_string(&path).ok();
+        let mine = owner.as_deref().map(str::trim) == Some(me_s.as_str());
+        if preferred.is_none() && !mine && leftover_bridge(slot) {
+            // An instance that vanished without `down` (its state dir deleted, or its lock
+            // file gone with a reboot of /run) may still hold the slot's addresses: its
+            // processes would keep ours from binding them. Its leftovers are not ours to
+            // remove; another slot is.
+            tracing::warn!(
+                slot,
+                "skipping network slot {slot}: its bridge exists without a live owner"
+            );
+            continue;
+        }
+        match owner {
+            Some(owner) if owner.trim() == me_s => return Ok(slot),
+            Some(owner) if Path::new(owner.trim()).exists() => {
                 if preferred.is_some() {
                     return Err(SysError::Other(format!(
                         "network slot {slot} is held by another localocean instance ({})",
@@ -236,10 +249,10 @@ pub fn claim_slot(state_dir: &Path, preferred: Option<u16>) -> SysResult<u16> {
                 }
                 continue;
             }
-            Ok(_) => {
+            Some(_) => {
                 let _ = std::fs::remove_file(&path);
             }
-            Err(_) => {}
+            None => {}
         }
         use std::io::Write;
         match std::fs::OpenOptions::new()
@@ -259,6 +272,14 @@ pub fn claim_slot(state_dir: &Path, preferred: Option<u16>) -> SysResult<u16> {
     Err(SysError::Other(
         "no free network slot in 198.18.0.0/15 (512 instances running?)".into(),
     ))
+}
+
+/// Whether the slot's bridge exists (made by an instance of that slot, see
+/// [`crate::net::ensure_bridge`]).
+fn leftover_bridge(slot: u16) -> bool {
+    Path::new("/sys/class/net")
+        .join(Subnet::new(slot).bridge_name())
+        .exists()
 }
 
 /// Frees the slot if this state dir holds it.

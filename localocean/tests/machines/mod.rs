@@ -822,3 +822,27 @@ fn droplet_sees_its_metadata(key: &Path, ip: Ipv4Addr, id: u64) {
     let (ok, out) = ssh(key, ip, &get("no-such-thing"));
     assert!(!ok, "an unknown path answered: {out}");
 }
+
+/// A slot whose bridge outlived its instance (state dir deleted, no `down`) is not handed
+/// out again: the leftover's processes may still hold its addresses.
+#[test]
+fn a_slot_whose_bridge_outlived_its_instance_is_skipped() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let slot = claim_slot(a.path(), None).unwrap();
+    release_slot(a.path(), slot);
+    let bridge = Subnet::new(slot).bridge_name();
+    let made = Command::new("ip")
+        .args(["link", "add", &bridge, "type", "bridge"])
+        .status()
+        .unwrap();
+    assert!(made.success(), "ip link add {bridge}");
+    let claimed = claim_slot(b.path(), None);
+    let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+    let claimed = claimed.unwrap();
+    release_slot(b.path(), claimed);
+    assert_ne!(
+        claimed, slot,
+        "slot {slot} handed out with its bridge still there"
+    );
+}
