@@ -212,11 +212,38 @@ fn slot_file(slot: u16) -> PathBuf {
     Path::new(SLOTS_DIR).join(format!("{slot}.lock"))
 }
 
+/// Held while slots are claimed or released: reading a stale lock, removing it and creating
+/// ours is three steps, and two instances starting at once both took over the same stale
+/// slot (seen in CI: the second one's bridge was "File exists").
+struct SlotsLock {
+    /// The lock lasts as long as the descriptor is open.
+    _file: std::fs::File,
+}
+
+impl SlotsLock {
+    fn take() -> SysResult<SlotsLock> {
+        std::fs::create_dir_all(SLOTS_DIR).map_err(io_err("creating", Path::new(SLOTS_DIR)))?;
+        let path = Path::new(SLOTS_DIR).join(".claim.lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("opening", &path))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns; released when it is closed.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io_err("locking", &path)(std::io::Error::last_os_error()));
+        }
+        Ok(SlotsLock { _file: f })
+    }
+}
+
 /// Claims `preferred` (an instance keeps its subnet, so droplet addresses survive a
 /// restart) or the lowest free slot. A lock whose owner state dir no longer exists is
 /// stale (its instance was removed without `down`, e.g. a deleted temp dir).
 pub fn claim_slot(state_dir: &Path, preferred: Option<u16>) -> SysResult<u16> {
-    std::fs::create_dir_all(SLOTS_DIR).map_err(io_err("creating", Path::new(SLOTS_DIR)))?;
+    let _claiming = SlotsLock::take()?;
     let me = std::fs::canonicalize(state_dir).map_err(io_err("resolving", state_dir))?;
     let me_s = me.to_string_lossy().into_owned();
     let candidates: Vec<u16> = match preferred {
@@ -225,22 +252,11 @@ pub fn claim_slot(state_dir: &Path, preferred: Option<u16>) -> SysResult<u16> {
     };
     for slot in candidates {
         let path = slot_file(slot);
-        let owner = std::fs::read_to_string(&path).ok();
-        let mine = owner.as_deref().map(str::trim) == Some(me_s.as_str());
-        if preferred.is_none() && !mine && leftover_bridge(slot) {
-            // An instance that vanished without `down` (its state dir deleted, or its lock
-            // file gone with a reboot of /run) may still hold the slot's addresses: its
-            // processes would keep ours from binding them. Its leftovers are not ours to
-            // remove; another slot is.
-            tracing::warn!(
-                slot,
-                "skipping network slot {slot}: its bridge exists without a live owner"
-            );
-            continue;
-        }
-        match owner {
-            Some(owner) if owner.trim() == me_s => return Ok(slot),
-            Some(owner) if Path::new(owner.trim()).exists() => {
+        if let Ok(owner) = std::fs::read_to_string(&path) {
+            if owner.trim() == me_s {
+                return Ok(slot);
+            }
+            if Path::new(owner.trim()).exists() {
                 if preferred.is_some() {
                     return Err(SysError::Other(format!(
                         "network slot {slot} is held by another localocean instance ({})",
@@ -249,11 +265,20 @@ pub fn claim_slot(state_dir: &Path, preferred: Option<u16>) -> SysResult<u16> {
                 }
                 continue;
             }
-            Some(_) => {
-                let _ = std::fs::remove_file(&path);
-            }
-            None => {}
         }
+        if preferred.is_none() && leftover_bridge(slot) {
+            // An instance that vanished without `down` (its state dir deleted, or its lock
+            // file gone with /run) may still hold the slot's addresses: its processes would
+            // keep ours from binding them. Its leftovers are not ours to remove; another
+            // slot is.
+            tracing::warn!(
+                slot,
+                "skipping network slot {slot}: its bridge exists, its instance is gone"
+            );
+            continue;
+        }
+        // A stale lock (owner gone) is replaced; no other claim runs meanwhile.
+        let _ = std::fs::remove_file(&path);
         use std::io::Write;
         match std::fs::OpenOptions::new()
             .write(true)
@@ -284,6 +309,7 @@ fn leftover_bridge(slot: u16) -> bool {
 
 /// Frees the slot if this state dir holds it.
 pub fn release_slot(state_dir: &Path, slot: u16) {
+    let _releasing = SlotsLock::take();
     let path = slot_file(slot);
     let me = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
     if let Ok(owner) = std::fs::read_to_string(&path) {

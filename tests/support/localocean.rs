@@ -122,12 +122,19 @@ impl LocalOcean {
             .arg(std::process::id().to_string())
             .output()
             .expect("running localocean up");
-        assert!(
-            out.status.success(),
-            "localocean up failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            // What a failed start made (its slot, bridge, state dir) is removed by its own
+            // state dir, as after any instance.
+            let _ = Command::new(&bin)
+                .args(["down", "--state-dir"])
+                .arg(&state)
+                .output();
+            panic!(
+                "localocean up failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let info: Value = serde_json::from_slice(&out.stdout).expect("localocean up --json");
         LocalOcean {
             bin,

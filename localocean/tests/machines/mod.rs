@@ -846,3 +846,50 @@ fn a_slot_whose_bridge_outlived_its_instance_is_skipped() {
         "slot {slot} handed out with its bridge still there"
     );
 }
+
+/// Instances started at once never share a slot, stale locks (their owners' state dirs
+/// deleted) included: two of them once took over the same stale slot (read the stale lock,
+/// remove it, create ours: three steps). Many rounds of many threads, since the window is
+/// small.
+#[test]
+fn concurrent_claims_over_stale_locks_never_share_a_slot() {
+    const N: usize = 12;
+    for round in 0..20 {
+        // Leave N stale locks behind: claimed by dirs that are then deleted.
+        for _ in 0..N {
+            let d = tempfile::tempdir().unwrap();
+            claim_slot(d.path(), None).unwrap();
+        }
+        let dirs: Vec<tempfile::TempDir> = (0..N).map(|_| tempfile::tempdir().unwrap()).collect();
+        let barrier = std::sync::Barrier::new(N);
+        let claimed: Vec<u16> = std::thread::scope(|s| {
+            let handles: Vec<_> = dirs
+                .iter()
+                .map(|d| {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        barrier.wait();
+                        claim_slot(d.path(), None).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut distinct = claimed.clone();
+        distinct.sort();
+        distinct.dedup();
+        // Each thread's own lock names its own dir: a slot taken twice names one of them.
+        let owners: Vec<String> = claimed
+            .iter()
+            .map(|s| std::fs::read_to_string(format!("/run/localocean/slots/{s}.lock")).unwrap())
+            .collect();
+        for (d, slot) in dirs.iter().zip(&claimed) {
+            release_slot(d.path(), *slot);
+        }
+        assert_eq!(
+            distinct.len(),
+            N,
+            "round {round}: slots handed out twice: {claimed:?} (owners {owners:?})"
+        );
+    }
+}
