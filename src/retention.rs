@@ -354,7 +354,10 @@ mod tests {
             keep_last: Some(1),
             ..rule(&["r"])
         }];
-        assert_eq!(names(&evaluate(&rules, &[r.clone()], NOW)), ["r:a", "r:b"]);
+        assert_eq!(
+            names(&evaluate(&rules, std::slice::from_ref(&r), NOW)),
+            ["r:a", "r:b"]
+        );
         let rules = [Rule {
             keep_last: Some(2),
             ..rule(&["r"])
@@ -512,7 +515,10 @@ mod tests {
             keep_tags: vec!["stable".into()],
             ..rule(&["r"])
         }];
-        assert_eq!(names(&evaluate(&rules, &[r.clone()], NOW)), ["r:older"]);
+        assert_eq!(
+            names(&evaluate(&rules, std::slice::from_ref(&r), NOW)),
+            ["r:older"]
+        );
         // Both tags of one image selected: both go (one delete).
         let rules = [Rule {
             older_than_days: Some(10),

@@ -249,14 +249,19 @@ pub async fn delete_planned(
     Ok(deleted)
 }
 
+/// Digest → the tags that go with it.
+pub type Deletions = BTreeMap<String, Vec<String>>;
+/// (tag, why it stays).
+pub type Skipped = Vec<(String, String)>;
+
 /// Of one repository's `planned` deletions (tag → digest), given its tags `now`: the digests
 /// to delete with the tags that go with each, and the tags skipped with the reason.
 pub fn deletable(
     now: &[crate::remote::registry_api::TagRef],
     planned: &BTreeMap<&str, &str>,
-) -> (BTreeMap<String, Vec<String>>, Vec<(String, String)>) {
-    let mut skipped = Vec::new();
-    let mut go: BTreeMap<String, Vec<String>> = BTreeMap::new();
+) -> (Deletions, Skipped) {
+    let mut skipped = Skipped::new();
+    let mut go = Deletions::new();
     for (tag, digest) in planned {
         match now.iter().find(|t| t.tag == *tag) {
             None => skipped.push((tag.to_string(), "gone already".to_owned())),
