@@ -254,6 +254,9 @@ fn retention_deletes_what_the_plan_previewed_and_nothing_else() {
         string_map(&v["retention_preview"]),
         BTreeMap::from([("ret/app:2".to_owned(), digests["ret/app:2"].clone())])
     );
+    // A preview that changed at refresh is no change to apply: the plan is empty.
+    let (code, plan) = fx.plan_code();
+    assert_eq!(code, 0, "plan after the refresh is not empty:\n{plan}");
     eprintln!("retention: deleted {deleted:?}; freed {freed} bytes");
     fx.destroy_and_check_nothing_left();
 }
