@@ -2299,3 +2299,38 @@ async fn retention_deletes_what_the_plan_previewed_and_nothing_else() {
         ["team/app:0=sha256:a0", "team/web:old=sha256:w3"]
     );
 }
+
+/// A registry that cannot be listed: the preview is null with a warning, and a run with
+/// rules is refused rather than delete from a preview nobody saw.
+#[tokio::test]
+async fn without_a_preview_retention_deletes_nothing() {
+    let w = World::start().await;
+    let day = Some(time::OffsetDateTime::now_utc() - time::Duration::days(9));
+    w.registry.push("team/app", "1", "sha256:a1", day);
+    w.registry.push("team/app", "2", "sha256:a2", day);
+    let prior = w.created(with_retention(config("reg"), Some(0), 1)).await;
+    assert_eq!(
+        selection(&prior.retention_preview),
+        ["team/app:1=sha256:a1"]
+    );
+    w.registry.set_down(true);
+    let (read, d) = w.read(&prior).await;
+    let read = read.unwrap();
+    assert!(
+        read.retention_preview.is_null(),
+        "{:?}",
+        read.retention_preview
+    );
+    assert_eq!(
+        summaries(&d.warnings),
+        ["Cannot preview the retention rules"]
+    );
+    assert!(d.warnings[0].detail.contains("503"), "{:?}", d.warnings);
+    let (planned, d) = w
+        .plan_update(&read, |st| *st = with_retention(st.clone(), Some(1), 1))
+        .await;
+    assert!(planned.is_none());
+    assert_eq!(summaries(&d.errors), ["No retention preview to apply"]);
+    assert_eq!(paths_of(&d.errors), ["garbage_collection[0].run"]);
+    assert!(w.registry.deletes().is_empty());
+}

@@ -212,6 +212,8 @@ impl OutsideCheck for FakeOutside {
 pub struct FakeRegistry {
     repos: Mutex<BTreeMap<String, Vec<FakeTag>>>,
     deletes: Mutex<Vec<(String, String)>>,
+    /// While set, the catalog answers 503, as a registry that cannot be reached.
+    down: std::sync::atomic::AtomicBool,
 }
 
 /// One tag of a [`FakeRegistry`].
@@ -250,6 +252,11 @@ impl FakeRegistry {
             .unwrap_or_default()
     }
 
+    /// The catalog fails from now on (`true`) or answers again.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Every delete so far: (repository, digest).
     pub fn deletes(&self) -> Vec<(String, String)> {
         self.deletes.lock().expect("deletes lock").clone()
@@ -258,10 +265,14 @@ impl FakeRegistry {
 
 #[async_trait]
 impl crate::remote::RegistryApi for FakeRegistry {
-    async fn catalog(
-        &self,
-        _t: &crate::remote::RegistryTarget,
-    ) -> Result<Vec<String>, RemoteError> {
+    async fn catalog(&self, t: &crate::remote::RegistryTarget) -> Result<Vec<String>, RemoteError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(RemoteError::Outside {
+                url: format!("https://{}/v2/_catalog", t.fqdn),
+                ip: t.ip,
+                detail: "answered 503 Service Unavailable".into(),
+            });
+        }
         Ok(self
             .repos
             .lock()
