@@ -332,6 +332,12 @@ mod tests {
 
     /// Every attribute and nested block, at every level, appears with its description.
     fn assert_documented(md: &str, block: &Block) {
+        assert_documented_at(md, block, "");
+    }
+
+    /// `prefix`: the dotted path of the enclosing blocks (`garbage_collection.`), as the
+    /// nested sections are titled.
+    fn assert_documented_at(md: &str, block: &Block, prefix: &str) {
         for (name, a) in &block.attributes {
             let desc = a.description.content.trim();
             assert!(
@@ -352,10 +358,10 @@ mod tests {
         for (name, nb) in &block.blocks {
             let (_, b) = block_kind(nb);
             assert!(
-                md.contains(&format!("### Nested Schema for `{name}`")),
-                "block `{name}` has no section"
+                md.contains(&format!("### Nested Schema for `{prefix}{name}`")),
+                "block `{prefix}{name}` has no section"
             );
-            assert_documented(md, b);
+            assert_documented_at(md, b, &format!("{prefix}{name}."));
         }
     }
 

@@ -16,6 +16,7 @@ pub mod provider;
 pub mod remote;
 pub mod render;
 pub mod resource;
+pub mod retention;
 pub mod secret;
 pub mod storage;
 #[doc(hidden)]

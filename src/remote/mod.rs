@@ -8,6 +8,7 @@ pub mod converge;
 pub mod host_key;
 pub mod keys;
 pub mod outside;
+pub mod registry_api;
 pub mod ssh;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ pub use keys::{
     derived_host_key, fingerprint_sha256, generate_ed25519, GeneratedKey, HostKeyPolicy,
 };
 pub use outside::{Expectation, HttpsCheck, OutsideCheck, StorageProbe};
+pub use registry_api::{HttpsRegistry, RegistryApi, RegistryTarget};
 pub use ssh::SshTransport;
 
 /// What a remote command left behind.

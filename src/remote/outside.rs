@@ -173,16 +173,37 @@ impl OutsideCheck for HttpsCheck {
 /// `delete` too: distribution authorizes cancelling an upload as a delete (seen on Debian's
 /// registry: 401 with `"Action":"delete"` for a pull and push token).
 pub fn storage_check_token(fqdn: &str, probe: &StorageProbe) -> Result<Secret, String> {
+    management_token(
+        fqdn,
+        &probe.token_key_pem,
+        &probe.kid,
+        serde_json::json!([{
+            "type": "repository",
+            "name": STORAGE_CHECK_REPOSITORY,
+            "actions": ["pull", "push", "delete"],
+        }]),
+    )
+}
+
+/// A token granting `access` (the claims' `access` array), signed as the token endpoint signs
+/// (ES256 with the registry's key, the same issuer and audience), valid for two minutes: the
+/// provider's own credential for the registry, which no user's password stands behind.
+pub fn management_token(
+    fqdn: &str,
+    token_key_pem: &Secret,
+    kid: &str,
+    access: serde_json::Value,
+) -> Result<Secret, String> {
     use p256::ecdsa::signature::Signer;
     use p256::pkcs8::DecodePrivateKey;
-    let key = p256::ecdsa::SigningKey::from_pkcs8_pem(probe.token_key_pem.expose())
+    let key = p256::ecdsa::SigningKey::from_pkcs8_pem(token_key_pem.expose())
         .map_err(|e| format!("the token signing key does not load: {e}"))?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let header = serde_json::json!({ "typ": "JWT", "alg": "ES256", "kid": probe.kid });
+    let header = serde_json::json!({ "typ": "JWT", "alg": "ES256", "kid": kid });
     let claims = serde_json::json!({
         "iss": crate::render::nginx::token_issuer(fqdn),
         "sub": "terraform-provider-docker",
@@ -191,11 +212,7 @@ pub fn storage_check_token(fqdn: &str, probe: &StorageProbe) -> Result<Secret, S
         "nbf": now.saturating_sub(10),
         "iat": now,
         "jti": jti(),
-        "access": [{
-            "type": "repository",
-            "name": STORAGE_CHECK_REPOSITORY,
-            "actions": ["pull", "push", "delete"],
-        }],
+        "access": access,
     });
     let input = format!(
         "{}.{}",
@@ -293,6 +310,26 @@ async fn storage_round_trip(
 /// handshake signed by its key) on every connection it opens. A CA (Pebble's, a private one)
 /// need not be trusted: the provider knows the very certificate it installed.
 pub fn pinned_client(fqdn: &str, ip: IpAddr, der: Vec<u8>) -> Result<reqwest::Client, PinError> {
+    Ok(pinned_builder(fqdn, ip, der)?.build()?)
+}
+
+/// [`pinned_client`] that hands redirects back instead of following them (a redirect to
+/// Spaces is served under Spaces' certificate, which the pin would refuse).
+pub fn pinned_client_no_redirect(
+    fqdn: &str,
+    ip: IpAddr,
+    der: Vec<u8>,
+) -> Result<reqwest::Client, PinError> {
+    Ok(pinned_builder(fqdn, ip, der)?
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?)
+}
+
+fn pinned_builder(
+    fqdn: &str,
+    ip: IpAddr,
+    der: Vec<u8>,
+) -> Result<reqwest::ClientBuilder, PinError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
@@ -302,8 +339,7 @@ pub fn pinned_client(fqdn: &str, ip: IpAddr, der: Vec<u8>) -> Result<reqwest::Cl
     Ok(reqwest::Client::builder()
         .use_preconfigured_tls(config)
         .resolve(fqdn, SocketAddr::new(ip, 443))
-        .timeout(Duration::from_secs(20))
-        .build()?)
+        .timeout(Duration::from_secs(20)))
 }
 
 /// Building the pinned client failed.

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::Settings;
 use crate::do_api::{self, Client};
-use crate::remote::{Connector, HttpsCheck, Machine, OutsideCheck, SshConnector, Transport};
+use crate::remote::{
+    Connector, HttpsCheck, HttpsRegistry, Machine, OutsideCheck, RegistryApi, SshConnector,
+    Transport,
+};
 use crate::storage::{self, spaces};
 
 use super::error::Result;
@@ -43,6 +46,8 @@ impl Default for Timings {
 pub struct Seams {
     pub machines: Arc<dyn Connector>,
     pub outside: Arc<dyn OutsideCheck>,
+    /// The registry's own API (retention's listing and deletes).
+    pub registry: Arc<dyn RegistryApi>,
     pub timings: Timings,
 }
 
@@ -52,6 +57,7 @@ impl Default for Seams {
         Seams {
             machines: Arc::new(SshConnector),
             outside: Arc::new(HttpsCheck),
+            registry: Arc::new(HttpsRegistry),
             timings: Timings::default(),
         }
     }
@@ -64,6 +70,7 @@ pub struct Env {
     pub settings: Arc<Settings>,
     pub machines: Arc<dyn Connector>,
     pub outside: Arc<dyn OutsideCheck>,
+    pub registry: Arc<dyn RegistryApi>,
     pub timings: Timings,
 }
 
@@ -75,6 +82,7 @@ impl Env {
             settings,
             machines: seams.machines.clone(),
             outside: seams.outside.clone(),
+            registry: seams.registry.clone(),
             timings: seams.timings,
         })
     }

@@ -16,6 +16,7 @@ pub mod network;
 pub mod plan;
 pub mod read;
 pub mod replace;
+pub mod retention;
 pub mod schema;
 pub mod state;
 pub mod update;
@@ -125,7 +126,13 @@ impl Resource for RegistryResource {
         private: Self::PrivateState<'a>,
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>, Vec<AttributePath>)> {
-        let (st, private, replace) = plan::plan_update(diags, &prior, &private, proposed, &config)?;
+        let (mut st, private, replace) =
+            plan::plan_update(diags, &prior, &private, proposed, &config)?;
+        if replace.is_empty() && st.retention_preview.is_unknown() {
+            // New rules: their preview, from the registry as it is now.
+            let env = self.env(diags)?;
+            retention::preview_changed_rules(&env, diags, &mut st).await;
+        }
         // Only a warning depends on the settings: a plan never fails for want of them here.
         if let Some(settings) = self.settings.get(&mut Diagnostics::default()) {
             plan::warn_without_bucket_keys(diags, &settings, &prior, &st);
@@ -172,6 +179,9 @@ impl Resource for RegistryResource {
                 CREATE_FAILED_NEXT,
             );
             st.null_unknowns();
+        } else if st.retention_preview.is_unknown() {
+            // A volume or bucket may hold images already.
+            retention::refresh(&env, diags, &mut st, &m).await;
         }
         Some((st, private))
     }
@@ -189,7 +199,21 @@ impl Resource for RegistryResource {
         let mut st = planned;
         let m = Model::of(&st);
         let deadline = deadline_after(m.timeouts.update);
-        if let Err(e) = update::update(&env, diags, &prior, &mut st, &m, deadline).await {
+        let delete = private
+            .as_ref_option()
+            .map(|p| p.retention_delete.clone())
+            .unwrap_or_default();
+        // The deletions were for this apply only.
+        let private = match private {
+            tf_provider::value::Value::Value(p) => {
+                tf_provider::value::Value::Value(state::Private {
+                    retention_delete: Default::default(),
+                    ..p
+                })
+            }
+            other => other,
+        };
+        if let Err(e) = update::update(&env, diags, &prior, &mut st, &m, &delete, deadline).await {
             diag::error_then(
                 diags,
                 "Updating the registry failed",
@@ -204,11 +228,16 @@ impl Resource for RegistryResource {
             let private = if kept.http_secret != st.http_secret {
                 tf_provider::value::Value::Value(state::Private {
                     http_secret_given: true,
+                    ..Default::default()
                 })
             } else {
                 private
             };
             return Some((kept, private));
+        }
+        if st.retention_preview.is_unknown() {
+            // A new droplet, or rules whose preview the plan could not read.
+            retention::refresh(&env, diags, &mut st, &m).await;
         }
         Some((st, private))
     }

@@ -139,6 +139,8 @@ pub struct Gc {
     pub schedule: Option<String>,
     pub delete_untagged: bool,
     pub run: Option<i64>,
+    /// The `retention` blocks, in order.
+    pub retention: Vec<crate::retention::Rule>,
 }
 
 /// One entry of `users`.
@@ -179,6 +181,16 @@ pub struct Model {
     pub storage: Storage,
     pub timeouts: Timeouts,
     pub gc: Option<Gc>,
+}
+
+impl Model {
+    /// The retention rules; empty without any.
+    pub fn retention_rules(&self) -> &[crate::retention::Rule] {
+        self.gc
+            .as_ref()
+            .map(|g| g.retention.as_slice())
+            .unwrap_or_default()
+    }
 }
 
 fn strings(v: &tf_provider::value::Value<Vec<S>>) -> Vec<String> {
@@ -296,6 +308,30 @@ impl Model {
                 schedule: g.schedule.as_ref_option().cloned(),
                 delete_untagged: g.delete_untagged.as_ref_option().copied().unwrap_or(false),
                 run: g.run.as_ref_option().copied(),
+                retention: g
+                    .retention
+                    .as_ref_option()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.as_ref_option())
+                    .map(|r| crate::retention::Rule {
+                        repositories: strings(&r.repositories),
+                        keep_last: r
+                            .keep_last
+                            .as_ref_option()
+                            .map(|n| (*n).clamp(0, u32::MAX as i64) as u32),
+                        older_than_days: r
+                            .older_than_days
+                            .as_ref_option()
+                            .map(|n| (*n).clamp(0, u32::MAX as i64) as u32),
+                        keep_tags: strings(&r.keep_tags),
+                        allow_delete_all: r
+                            .allow_delete_all
+                            .as_ref_option()
+                            .copied()
+                            .unwrap_or(false),
+                    })
+                    .collect(),
             }),
         }
     }

@@ -293,6 +293,11 @@ fn as_new(st: &mut RegistryState) {
     if !Model::of(st).reserved_ip {
         st.reserved_ip_address = Value::Null;
     }
+    // A new registry deletes nothing; its preview is read once it serves.
+    st.retention_deleted = Value::Null;
+    if Model::of(st).retention_rules().is_empty() {
+        st.retention_preview = Value::Null;
+    }
 }
 
 /// A registry that made its bucket needs Spaces keys to empty and delete it on destroy: a plan
@@ -349,6 +354,7 @@ pub fn plan_http_secret(
     }
     Value::Value(Private {
         http_secret_given: given,
+        ..Default::default()
     })
 }
 
@@ -465,11 +471,33 @@ pub fn plan_update(
         None => Value::Unknown,
     };
     certificate::plan_renewal_state(prior, &mut st, &was, &m, tls_changed);
-    if super::update::collection_asked(prior, &st) && new_droplet.is_none() {
+    let collecting = super::update::collection_asked(prior, &st) && new_droplet.is_none();
+    if collecting {
         // One collection runs during this apply (see `update::collect_if_asked`).
         st.garbage_collection_last_run = Value::Unknown;
         st.garbage_collection_freed_bytes = Value::Unknown;
     }
+    let retention_delete = if new_droplet.is_some() {
+        // Listed again once the new droplet serves (see `RegistryResource::update`).
+        st.retention_preview = if m.retention_rules().is_empty() {
+            Value::Null
+        } else {
+            Value::Unknown
+        };
+        Default::default()
+    } else {
+        super::retention::plan(diags, prior, &mut st, collecting)
+    };
+    if !diags.errors.is_empty() {
+        return None;
+    }
+    let private = match private {
+        Value::Value(p) => Value::Value(Private {
+            retention_delete,
+            ..p
+        }),
+        other => other,
+    };
     if st.record_id.is_null() {
         st.record_id = Value::Unknown;
     }

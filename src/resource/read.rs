@@ -1,7 +1,8 @@
 //! Read: a droplet that is gone (404) is planned anew and everything else is kept (the
 //! firewall, records, volume, bucket and keys outlive it); otherwise the addresses, name, size,
 //! record and firewall are refreshed, and the digest of every managed file read in one SSH
-//! round trip, so a hand edit on the droplet shows in the next plan.
+//! round trip, so a hand edit on the droplet shows in the next plan; with retention rules, the
+//! registry is listed for their preview.
 
 use tf_provider::value::Value;
 use tf_provider::Diagnostics;
@@ -142,6 +143,8 @@ pub async fn read(
             }
         }
     }
+    // What the retention rules select now: the preview the next plan shows and applies.
+    super::retention::refresh(env, diags, &mut st, &m).await;
     Some(st)
 }
 

@@ -181,14 +181,27 @@ pub fn schema() -> Schema {
             ("regions", a(strings(), C::Optional, false, "Where DigitalOcean checks from: `us_east`, `us_west`, `eu_west`, `se_asia` (default all four).")),
         ],
     );
-    let garbage_collection = block(
-        "Garbage collection on the droplet: a run frees the space of blobs no manifest references any more (after tags or manifests were deleted) with no failed pull. During a run nginx answers pushes and deletes `503` with `Retry-After` while pulls go on; uploads in flight get up to 5 minutes to finish first (else the run collects nothing and says so); the registry restarts afterwards (its cache would serve deleted blobs) with a standby process answering meanwhile. Without this block: no collection.",
+    let retention = block(
+        "A retention rule: which tags of which repositories a collection asked for through `run` deletes first. Several rules may apply to one repository: a tag is deleted only when every rule that applies selects it (keep wins); a repository no rule applies to loses nothing. Tags are dated by their image's `created` (an index: its first image's); a tag without one is never deleted. The registry deletes by digest, so a tag whose image another kept tag also points at (or that a kept index names) is kept. What the rules select now is in `retention_preview`, and an apply deletes exactly that (a tag pushed again since is skipped). Scheduled collections apply no rules: deletion happens only in an apply whose plan showed it.",
+        vec![
+            ("repositories", a(strings(), C::Required, false, "Repository globs the rule applies to: `*` and `?` within one path segment, `**` across segments (`team/*`, `team/**`, `**` for all).")),
+            ("keep_last", a(T::Number, C::Optional, false, "Keep this many newest tags of each repository (by image creation date; a tie goes to the tag whose name sorts last), not counting `keep_tags`. At least 0.")),
+            ("older_than_days", a(T::Number, C::Optional, false, "Select only tags whose image was created more than this many days ago. At least 0.")),
+            ("keep_tags", a(strings(), C::Optional, false, "Tag globs this rule never selects (`latest`, `v*`, `release-*`); `*` and `?`.")),
+            ("allow_delete_all", a(T::Bool, C::Optional, false, "A rule without `keep_last` or `older_than_days` (or with both 0) selects every tag of its repositories but `keep_tags`: it needs `allow_delete_all = true` (default false).")),
+        ],
+    );
+    let mut garbage_collection = block(
+        "Garbage collection on the droplet: a run frees the space of blobs no manifest references any more (after tags or manifests were deleted) with no failed pull. During a run nginx answers pushes and deletes `503` with `Retry-After` while pulls go on; uploads in flight get up to 5 minutes to finish first (else the run collects nothing and says so); the registry restarts afterwards (its cache would serve deleted blobs) with a standby process answering meanwhile. `retention` blocks delete tags before a run asked for through `run`. Without this block: no collection.",
         vec![
             ("schedule", a(T::String, C::Optional, false, "When to collect, as a systemd `OnCalendar` expression (`daily`, `Sun 03:00`, `*-*-* 04:30:00 UTC`); checked at plan time for the common forms (weekdays, `YYYY-MM-DD`, `HH:MM[:SS]` with `*`, lists, ranges `..` and repetitions `/`). Without it, collections run only when `run` changes.")),
             ("delete_untagged", a(T::Bool, C::Optional, false, "Also delete manifests no tag points at (`garbage-collect --delete-untagged`; default false). Images pushed by digest only are then lost at the next run.")),
-            ("run", a(T::Number, C::Optional, false, "Change it (a counter, like `droplet_generation`) to run one collection during the next apply; the result shows in `garbage_collection_last_run` and `garbage_collection_freed_bytes`.")),
+            ("run", a(T::Number, C::Optional, false, "Change it (a counter, like `droplet_generation`) to run one collection during the next apply; the result shows in `garbage_collection_last_run` and `garbage_collection_freed_bytes`. With `retention` rules, that apply first deletes the tags of `retention_preview` as planned (the plan shows each one leaving the preview). A plan that changes the rules cannot also change `run`: the new rules' preview is shown first.")),
         ],
     );
+    garbage_collection
+        .blocks
+        .insert("retention".to_owned(), NestedBlock::List(retention));
     let timeouts = block(
         "How long each operation may take, as Go durations (`20m`, `1h30m`).",
         vec![
@@ -244,6 +257,8 @@ pub fn schema() -> Schema {
         ("uptime_alert_ids", a(strings_map(), C::Computed, false, "With `monitoring.uptime_check`: ids of the check's alerts by type (`ssl_expiry`, `down`).")),
         ("garbage_collection_last_run", a(T::String, C::Computed, false, "When the droplet's last garbage collection finished (RFC 3339), as last read; null before the first.")),
         ("garbage_collection_freed_bytes", a(T::Number, C::Computed, false, "What the last garbage collection freed, in bytes, as last read (null with Spaces, whose bucket is not measured).")),
+        ("retention_preview", a(strings_map(), C::Computed, false, "With `garbage_collection.retention` rules: the tags they select now, `\"<repository>:<tag>\" = \"<digest>\"`, as last read from the registry (and evaluated again by a plan that changes the rules). An apply that runs a collection (`run` changed) deletes exactly these, each only while its tag still points at that digest, and the plan shows them leaving the preview.")),
+        ("retention_deleted", a(strings_map(), C::Computed, false, "What the last apply's retention deleted, `\"<repository>:<tag>\" = \"<digest>\"`: the planned preview less the tags pushed again (or deleted) since the plan.")),
         ("acme_ca_certificates", a(T::String, C::Computed, false, "The provider's `acme_ca_certificates` as last read: the extra roots the droplet trusts for the ACME directory when it renews.")),
         ("registry_version", a(T::String, C::Computed, false, "Version of the registry running on the droplet.")),
         ("docker_config_json", a(T::String, C::Computed, true, "A docker `config.json` with credentials for one user (docker keeps one per registry): the first push user by name whose password the provider knows (given or generated), else the first such pull user.")),

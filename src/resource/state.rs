@@ -71,6 +71,23 @@ pub struct GcState {
     pub delete_untagged: B,
     /// Bumped by the user to run one collection during apply.
     pub run: N,
+    /// The `retention` blocks; absent from states written before they existed.
+    #[serde(default = "no_rules")]
+    pub retention: Value<Vec<Value<RetentionState>>>,
+}
+
+fn no_rules() -> Value<Vec<Value<RetentionState>>> {
+    Value::Value(Vec::new())
+}
+
+/// One `retention` block (see `crate::retention` for what it means).
+#[derive(Serialize, Deserialize, Clone, Default, PartialEq)]
+pub struct RetentionState {
+    pub repositories: Value<Vec<S>>,
+    pub keep_last: N,
+    pub older_than_days: N,
+    pub keep_tags: Value<Vec<S>>,
+    pub allow_delete_all: B,
 }
 
 #[derive(Serialize, Deserialize, Clone, Default, PartialEq)]
@@ -156,6 +173,10 @@ pub struct RegistryState {
     pub garbage_collection_last_run: S,
     /// What it freed, in bytes (null with Spaces or a failed run).
     pub garbage_collection_freed_bytes: N,
+    /// `repository:tag` → digest: what the retention rules select now (null without rules).
+    pub retention_preview: Value<BTreeMap<String, S>>,
+    /// What the last apply's retention deleted, in the same shape.
+    pub retention_deleted: Value<BTreeMap<String, S>>,
 
     // Computed secrets the provider made; sensitive, never printed.
     pub management_private_key: S,
@@ -179,6 +200,10 @@ pub struct Private {
     /// written before `http_secret` could be set, whose secret was always generated.
     #[serde(default)]
     pub http_secret_given: bool,
+    /// What the plan's retention deletes (`repository:tag` → digest): the preview the plan
+    /// showed leaving, handed to the apply as it was planned.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub retention_delete: BTreeMap<String, String>,
 }
 
 /// The private state as OpenTofu hands it over: null for a state that has none yet.
@@ -230,6 +255,8 @@ macro_rules! computed_attributes {
             uptime_alert_ids,
             garbage_collection_last_run,
             garbage_collection_freed_bytes,
+            retention_preview,
+            retention_deleted,
             management_private_key,
             management_public_key,
             host_private_key,

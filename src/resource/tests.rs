@@ -20,7 +20,7 @@ use crate::provider::SettingsHandle;
 use crate::render::paths;
 use crate::storage::spaces::scripted;
 use crate::testkit::api::{fast, Api};
-use crate::testkit::{FakeMachines, FakeOutside};
+use crate::testkit::{FakeMachines, FakeOutside, FakeRegistry};
 
 mod defaults;
 mod reserved_ip;
@@ -101,6 +101,7 @@ struct World {
     api: Api,
     machines: Arc<FakeMachines>,
     outside: Arc<FakeOutside>,
+    registry: Arc<FakeRegistry>,
     resource: RegistryResource,
 }
 
@@ -117,6 +118,7 @@ impl World {
         let hv = api.hv.clone();
         machines.boot_with_user_data(Arc::new(move |addr: &str| hv.user_data_of(addr)));
         let outside = FakeOutside::new();
+        let registry = FakeRegistry::new();
         let mut settings = api.settings(None);
         if let Some(endpoint) = s3 {
             settings.spaces_access_id = Some(crate::secret::Secret::new("AKPROVIDER"));
@@ -130,6 +132,7 @@ impl World {
             Seams {
                 machines: machines.clone(),
                 outside: outside.clone(),
+                registry: registry.clone(),
                 timings: Timings {
                     old_droplet_grace: Duration::from_millis(300),
                     probe_connect: Duration::from_secs(2),
@@ -142,6 +145,7 @@ impl World {
             api,
             machines,
             outside,
+            registry,
             resource,
         }
     }
@@ -194,6 +198,24 @@ impl World {
         prior: &RegistryState,
         change: impl FnOnce(&mut RegistryState),
     ) -> (Option<(RegistryState, Vec<AttributePath>)>, Diagnostics) {
+        let (planned, d) = self.plan_update_private(prior, change).await;
+        (planned.map(|(st, _, replace)| (st, replace)), d)
+    }
+
+    /// [`World::plan_update`] with the planned private state.
+    #[allow(clippy::type_complexity)]
+    async fn plan_update_private(
+        &self,
+        prior: &RegistryState,
+        change: impl FnOnce(&mut RegistryState),
+    ) -> (
+        Option<(
+            RegistryState,
+            super::state::PrivateState,
+            Vec<AttributePath>,
+        )>,
+        Diagnostics,
+    ) {
         let mut proposed = prior.clone();
         change(&mut proposed);
         // The configuration leaves `http_secret` unset unless the change sets it: OpenTofu
@@ -213,8 +235,7 @@ impl World {
                 Value::Null,
                 no_meta(),
             )
-            .await
-            .map(|(st, _, replace)| (st, replace));
+            .await;
         (planned, d)
     }
 
@@ -224,8 +245,8 @@ impl World {
         prior: &RegistryState,
         change: impl FnOnce(&mut RegistryState),
     ) -> (RegistryState, Diagnostics) {
-        let (planned, d) = self.plan_update(prior, change).await;
-        let (planned, replace) = planned.unwrap_or_else(|| panic!("plan failed: {d:?}"));
+        let (planned, d) = self.plan_update_private(prior, change).await;
+        let (planned, private, replace) = planned.unwrap_or_else(|| panic!("plan failed: {d:?}"));
         assert!(replace.is_empty(), "the change replaces: {replace:?}");
         let mut d = Diagnostics::default();
         let (st, _) = self
@@ -235,7 +256,7 @@ impl World {
                 prior.clone(),
                 planned.clone(),
                 planned.clone(),
-                Value::Null,
+                private,
                 no_meta(),
             )
             .await
@@ -2158,4 +2179,158 @@ async fn a_collection_runs_when_run_changes_and_its_result_is_read_back() {
         e.attribute.to_string().contains("garbage_collection"),
         "{e:?}"
     );
+}
+
+fn with_retention(st: RegistryState, run: Option<i64>, keep_last: i64) -> RegistryState {
+    let mut st = with_gc(st, None, run);
+    if let Value::Value(g) = &mut st.garbage_collection {
+        g.retention = Value::Value(vec![Value::Value(super::state::RetentionState {
+            repositories: Value::Value(vec![s("team/*")]),
+            keep_last: Value::Value(keep_last),
+            keep_tags: Value::Value(vec![s("latest")]),
+            ..Default::default()
+        })]);
+    }
+    st
+}
+
+fn selection(v: &Value<BTreeMap<String, Value<String>>>) -> Vec<String> {
+    v.as_ref_option()
+        .unwrap_or_else(|| panic!("no selection: {v:?}"))
+        .iter()
+        .map(|(k, d)| format!("{k}={}", d.as_ref_option().unwrap()))
+        .collect()
+}
+
+/// The preview is read from the registry, a plan that runs a collection shows it leaving,
+/// and the apply deletes exactly it: not a tag pushed again since the plan, nor one outside
+/// the rules; new rules cannot delete in the plan that brings them.
+#[tokio::test]
+async fn retention_deletes_what_the_plan_previewed_and_nothing_else() {
+    use crate::render::gc::gc_paths as gp;
+    let w = World::start().await;
+    let day = |n: i64| Some(time::OffsetDateTime::now_utc() - time::Duration::days(n));
+    for (repo, tag, digest, age) in [
+        ("team/app", "1", "sha256:a1", 30),
+        ("team/app", "2", "sha256:a2", 20),
+        ("team/app", "3", "sha256:a3", 10),
+        ("team/app", "latest", "sha256:a1", 30),
+        ("team/web", "old", "sha256:w1", 40),
+        ("team/web", "new", "sha256:w2", 1),
+        ("other/app", "ancient", "sha256:o1", 400),
+    ] {
+        w.registry.push(repo, tag, digest, day(age));
+    }
+    // Without rules: no preview.
+    let plain = w.created(with_gc(config("reg"), None, Some(0))).await;
+    assert!(
+        plain.retention_preview.is_null(),
+        "{:?}",
+        plain.retention_preview
+    );
+    // Rules added (no run): the plan previews them against the registry.
+    let (planned, d) = w
+        .plan_update(&plain, |st| *st = with_retention(st.clone(), Some(0), 1))
+        .await;
+    let planned = planned.unwrap_or_else(|| panic!("{d:?}")).0;
+    // `1` shares its image with `latest` (kept): deleting its digest would delete `latest`.
+    let want = ["team/app:2=sha256:a2", "team/web:old=sha256:w1"];
+    assert_eq!(selection(&planned.retention_preview), want);
+    // New rules and a run in one plan: refused, on `run`.
+    let (refused, d) = w
+        .plan_update(&plain, |st| *st = with_retention(st.clone(), Some(1), 1))
+        .await;
+    assert!(refused.is_none());
+    assert_eq!(paths_of(&d.errors), ["garbage_collection[0].run"]);
+    let prior = w
+        .updated(&plain, |st| *st = with_retention(st.clone(), Some(0), 1))
+        .await;
+    assert_eq!(selection(&prior.retention_preview), want);
+    assert!(w.registry.deletes().is_empty(), "applying rules deleted");
+    // Read finds the same.
+    let (read, d) = w.read(&prior).await;
+    assert!(d.warnings.is_empty(), "{d:?}");
+    let prior = read.unwrap();
+    assert_eq!(selection(&prior.retention_preview), want);
+
+    // The run: the plan shows the preview emptied and hands the apply exactly it.
+    let bump = |st: &mut RegistryState| *st = with_retention(st.clone(), Some(1), 1);
+    let (planned, _) = w.plan_update_private(&prior, bump).await;
+    let (planned, private, _) = planned.unwrap();
+    assert_eq!(planned.retention_preview, Value::Value(BTreeMap::new()));
+    assert!(planned.retention_deleted.is_unknown());
+    let delete: Vec<String> = private
+        .as_ref_option()
+        .unwrap()
+        .retention_delete
+        .iter()
+        .map(|(k, d)| format!("{k}={d}"))
+        .collect();
+    assert_eq!(delete, want);
+    // Between plan and apply: `team/web:old` is pushed again, and a new old tag appears.
+    w.registry.push("team/web", "old", "sha256:w3", day(50));
+    w.registry.push("team/app", "0", "sha256:a0", day(90));
+    let machine = w.machines.machine(FIRST_IP);
+    let status = machine.path(gp::STATUS);
+    std::fs::create_dir_all(status.parent().unwrap()).unwrap();
+    std::fs::write(
+        &status,
+        r#"{"result":"ok","finished_at":"2099-01-01T03:00:09Z","finished_unix":4070919609,"freed_bytes":10,"blobs_deleted":1}"#,
+    )
+    .unwrap();
+    let (st, d) = w.update(&prior, bump).await;
+    assert!(d.errors.is_empty(), "{d:?}");
+    // Deleted: only `team/app:2`; `team/web:old` skipped with a warning naming it.
+    assert_eq!(
+        w.registry.deletes(),
+        [("team/app".to_owned(), "sha256:a2".to_owned())]
+    );
+    assert_eq!(selection(&st.retention_deleted), ["team/app:2=sha256:a2"]);
+    assert_eq!(st.retention_preview, planned.retention_preview);
+    let warned = format!("{:?}", d.warnings);
+    assert!(warned.contains("team/web:old (pushed again"), "{warned}");
+    assert_eq!(w.registry.tags_of("team/web"), ["new", "old"]);
+    assert_eq!(w.registry.tags_of("team/app"), ["1", "3", "latest", "0"]);
+    assert_eq!(w.registry.tags_of("other/app"), ["ancient"]);
+    // The next read previews what the rules select now.
+    let (read, _) = w.read(&st).await;
+    assert_eq!(
+        selection(&read.unwrap().retention_preview),
+        ["team/app:0=sha256:a0", "team/web:old=sha256:w3"]
+    );
+}
+
+/// A registry that cannot be listed: the preview is null with a warning, and a run with
+/// rules is refused rather than delete from a preview nobody saw.
+#[tokio::test]
+async fn without_a_preview_retention_deletes_nothing() {
+    let w = World::start().await;
+    let day = Some(time::OffsetDateTime::now_utc() - time::Duration::days(9));
+    w.registry.push("team/app", "1", "sha256:a1", day);
+    w.registry.push("team/app", "2", "sha256:a2", day);
+    let prior = w.created(with_retention(config("reg"), Some(0), 1)).await;
+    assert_eq!(
+        selection(&prior.retention_preview),
+        ["team/app:1=sha256:a1"]
+    );
+    w.registry.set_down(true);
+    let (read, d) = w.read(&prior).await;
+    let read = read.unwrap();
+    assert!(
+        read.retention_preview.is_null(),
+        "{:?}",
+        read.retention_preview
+    );
+    assert_eq!(
+        summaries(&d.warnings),
+        ["Cannot preview the retention rules"]
+    );
+    assert!(d.warnings[0].detail.contains("503"), "{:?}", d.warnings);
+    let (planned, d) = w
+        .plan_update(&read, |st| *st = with_retention(st.clone(), Some(1), 1))
+        .await;
+    assert!(planned.is_none());
+    assert_eq!(summaries(&d.errors), ["No retention preview to apply"]);
+    assert_eq!(paths_of(&d.errors), ["garbage_collection[0].run"]);
+    assert!(w.registry.deletes().is_empty());
 }

@@ -29,6 +29,7 @@ pub async fn update(
     prior: &RegistryState,
     st: &mut RegistryState,
     m: &Model,
+    retention_delete: &crate::retention::Selection,
     deadline: Instant,
 ) -> Result<()> {
     super::host_key::as_found(prior, st);
@@ -103,6 +104,11 @@ pub async fn update(
     certificate::drop_caa(env, prior, st).await?;
     certificate::prepare_renewal(env, st, m).await?;
     droplet::converge_and_verify(env, st, m, deadline).await?;
+    if collection_asked(prior, st) && !m.retention_rules().is_empty() {
+        // Retention first: what it deletes, the collection frees.
+        let deleted = super::retention::delete_planned(env, diags, st, m, retention_delete).await?;
+        st.retention_deleted = super::retention::to_state(&deleted);
+    }
     collect_if_asked(env, prior, st, m, deadline).await?;
     super::monitoring::ensure(env, prior, st, m).await
 }

@@ -275,6 +275,104 @@ fn check_gc(diags: &mut Diagnostics, g: &super::state::GcState) {
             );
         }
     }
+    for (i, r) in g
+        .retention
+        .as_ref_option()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if let Some(r) = r.as_ref_option() {
+            check_retention(diags, i, r);
+        }
+    }
+}
+
+/// The longest `older_than_days`: a century.
+pub const MAX_RETENTION_DAYS: i64 = 36_500;
+
+/// One `retention` block: its globs, its numbers, and a rule that would keep nothing but its
+/// `keep_tags` only with `allow_delete_all`.
+fn check_retention(diags: &mut Diagnostics, i: usize, r: &super::state::RetentionState) {
+    use crate::retention::{repository_pattern_problem, tag_pattern_problem};
+    let at = || {
+        AttributePath::new("garbage_collection")
+            .index(0)
+            .attribute("retention")
+            .index(i as i64)
+    };
+    if let Some(repos) = r.repositories.as_ref_option() {
+        if repos.is_empty() {
+            err(
+                diags,
+                at().attribute("repositories"),
+                "Invalid `garbage_collection.retention.repositories`",
+                "The list is empty: name at least one repository glob (`\"**\"` for every repository).".into(),
+            );
+        }
+        for (j, p) in repos.iter().enumerate() {
+            if let Some(why) = p
+                .as_ref_option()
+                .and_then(|p| repository_pattern_problem(p))
+            {
+                err(
+                    diags,
+                    at().attribute("repositories").index(j as i64),
+                    "Invalid `garbage_collection.retention.repositories`",
+                    format!(
+                        "{:?} is not a repository glob: {why}.",
+                        p.as_ref_option().unwrap_or(&String::new())
+                    ),
+                );
+            }
+        }
+    }
+    for (j, p) in r
+        .keep_tags
+        .as_ref_option()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if let Some(why) = p.as_ref_option().and_then(|p| tag_pattern_problem(p)) {
+            err(
+                diags,
+                at().attribute("keep_tags").index(j as i64),
+                "Invalid `garbage_collection.retention.keep_tags`",
+                format!(
+                    "{:?} is not a tag glob: {why}.",
+                    p.as_ref_option().unwrap_or(&String::new())
+                ),
+            );
+        }
+    }
+    for (name, v, max) in [
+        ("keep_last", &r.keep_last, u32::MAX as i64),
+        ("older_than_days", &r.older_than_days, MAX_RETENTION_DAYS),
+    ] {
+        if let Some(n) = v.as_ref_option() {
+            if *n < 0 || *n > max {
+                err(
+                    diags,
+                    at().attribute(name),
+                    &format!("Invalid `garbage_collection.retention.{name}`"),
+                    format!("{n} is outside 0..{max}."),
+                );
+            }
+        }
+    }
+    // Unknown numbers (from values known only at apply) are given the benefit of the doubt.
+    let keeps = |v: &super::state::N| v.is_unknown() || v.as_ref_option().is_some_and(|n| *n > 0);
+    let allowed = r.allow_delete_all.as_ref_option().copied().unwrap_or(false)
+        || r.allow_delete_all.is_unknown();
+    if !keeps(&r.keep_last) && !keeps(&r.older_than_days) && !allowed {
+        err(
+            diags,
+            at().attribute("allow_delete_all"),
+            "Retention rule deletes every tag",
+            format!("Retention rule {} has no `keep_last` nor `older_than_days` of at least 1: it selects every tag of its repositories but those `keep_tags` names, whatever their age. Set `keep_last` or `older_than_days`, or `allow_delete_all = true` if that is what you mean.", i + 1),
+        );
+    }
 }
 
 pub fn check_tls(diags: &mut Diagnostics, tls: &TlsState) {
@@ -816,6 +914,99 @@ mod tests {
             d.errors[0].detail.contains("\"every\" is not a weekday"),
             "{}",
             d.errors[0].detail
+        );
+    }
+
+    #[test]
+    fn retention_rules_are_checked_on_their_attribute() {
+        use crate::resource::state::{GcState, RegistryState, RetentionState};
+        use tf_provider::value::Value;
+        let strs =
+            |v: &[&str]| Value::Value(v.iter().map(|s| Value::Value(s.to_string())).collect());
+        let config = |rules: Vec<RetentionState>| RegistryState {
+            garbage_collection: Value::Value(GcState {
+                retention: Value::Value(rules.into_iter().map(Value::Value).collect()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let good = RetentionState {
+            repositories: strs(&["team/*", "**"]),
+            keep_last: Value::Value(10),
+            older_than_days: Value::Value(30),
+            keep_tags: strs(&["latest", "v*"]),
+            ..Default::default()
+        };
+        let mut d = Diagnostics::default();
+        check_config(&mut d, &config(vec![good.clone()]));
+        assert!(d.errors.is_empty(), "{:?}", paths(&d));
+
+        let bad = RetentionState {
+            repositories: strs(&["team/*", "Team/[x]"]),
+            keep_last: Value::Value(-1),
+            older_than_days: Value::Value(-5),
+            keep_tags: strs(&["a/b"]),
+            ..Default::default()
+        };
+        let mut d = Diagnostics::default();
+        check_config(&mut d, &config(vec![good.clone(), bad]));
+        let p = paths(&d);
+        for want in [
+            "retention[1].repositories[1]",
+            "retention[1].keep_tags[0]",
+            "retention[1].keep_last",
+            "retention[1].older_than_days",
+            "retention[1].allow_delete_all",
+        ] {
+            assert!(p.iter().any(|x| x.contains(want)), "{want} not in {p:?}");
+        }
+        assert_eq!(p.len(), 5, "{p:?}");
+        assert!(
+            p.iter().all(|x| x.starts_with("garbage_collection[0]")),
+            "{p:?}"
+        );
+
+        // Nothing kept by rank or age: only with the explicit flag.
+        let all = RetentionState {
+            repositories: strs(&["scratch/**"]),
+            keep_last: Value::Value(0),
+            ..Default::default()
+        };
+        let mut d = Diagnostics::default();
+        check_config(&mut d, &config(vec![all.clone()]));
+        assert_eq!(paths(&d).len(), 1);
+        assert_eq!(d.errors[0].summary, "Retention rule deletes every tag");
+        let mut d = Diagnostics::default();
+        check_config(
+            &mut d,
+            &config(vec![RetentionState {
+                allow_delete_all: Value::Value(true),
+                ..all.clone()
+            }]),
+        );
+        assert!(d.errors.is_empty(), "{:?}", paths(&d));
+        // A number known only at apply is not held against the rule.
+        let mut d = Diagnostics::default();
+        check_config(
+            &mut d,
+            &config(vec![RetentionState {
+                keep_last: Value::Unknown,
+                ..all
+            }]),
+        );
+        assert!(d.errors.is_empty(), "{:?}", paths(&d));
+        // No repository at all.
+        let mut d = Diagnostics::default();
+        check_config(
+            &mut d,
+            &config(vec![RetentionState {
+                repositories: Value::Value(Vec::new()),
+                ..good
+            }]),
+        );
+        assert_eq!(
+            paths(&d),
+            ["garbage_collection[0].retention[0].repositories"]
         );
     }
 

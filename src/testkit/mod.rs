@@ -204,3 +204,137 @@ impl OutsideCheck for FakeOutside {
         Ok(())
     }
 }
+
+/// A registry's API in memory: repositories of tags, each with its digest, an index's
+/// children and its image's `created`; deletes by digest remove every tag on it, as
+/// distribution's do, and are recorded.
+#[derive(Default)]
+pub struct FakeRegistry {
+    repos: Mutex<BTreeMap<String, Vec<FakeTag>>>,
+    deletes: Mutex<Vec<(String, String)>>,
+    /// While set, the catalog answers 503, as a registry that cannot be reached.
+    down: std::sync::atomic::AtomicBool,
+}
+
+/// One tag of a [`FakeRegistry`].
+#[derive(Clone, Debug)]
+pub struct FakeTag {
+    pub tag: String,
+    pub digest: String,
+    pub children: Vec<String>,
+    pub created: Option<time::OffsetDateTime>,
+}
+
+impl FakeRegistry {
+    pub fn new() -> Arc<FakeRegistry> {
+        Arc::new(FakeRegistry::default())
+    }
+
+    /// Points `tag` of `repo` at `digest` (created `created`), as a push does.
+    pub fn push(&self, repo: &str, tag: &str, digest: &str, created: Option<time::OffsetDateTime>) {
+        let mut repos = self.repos.lock().expect("repos lock");
+        let tags = repos.entry(repo.to_owned()).or_default();
+        tags.retain(|t| t.tag != tag);
+        tags.push(FakeTag {
+            tag: tag.to_owned(),
+            digest: digest.to_owned(),
+            children: Vec::new(),
+            created,
+        });
+    }
+
+    /// The tags of `repo` now, by name.
+    pub fn tags_of(&self, repo: &str) -> Vec<String> {
+        let repos = self.repos.lock().expect("repos lock");
+        repos
+            .get(repo)
+            .map(|t| t.iter().map(|t| t.tag.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The catalog fails from now on (`true`) or answers again.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Every delete so far: (repository, digest).
+    pub fn deletes(&self) -> Vec<(String, String)> {
+        self.deletes.lock().expect("deletes lock").clone()
+    }
+}
+
+#[async_trait]
+impl crate::remote::RegistryApi for FakeRegistry {
+    async fn catalog(&self, t: &crate::remote::RegistryTarget) -> Result<Vec<String>, RemoteError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(RemoteError::Outside {
+                url: format!("https://{}/v2/_catalog", t.fqdn),
+                ip: t.ip,
+                detail: "answered 503 Service Unavailable".into(),
+            });
+        }
+        Ok(self
+            .repos
+            .lock()
+            .expect("repos lock")
+            .keys()
+            .cloned()
+            .collect())
+    }
+
+    async fn tags(
+        &self,
+        _t: &crate::remote::RegistryTarget,
+        repository: &str,
+    ) -> Result<Vec<crate::remote::registry_api::TagRef>, RemoteError> {
+        let repos = self.repos.lock().expect("repos lock");
+        Ok(repos
+            .get(repository)
+            .into_iter()
+            .flatten()
+            .map(|t| crate::remote::registry_api::TagRef {
+                tag: t.tag.clone(),
+                digest: t.digest.clone(),
+                children: t.children.clone(),
+                config: Some(crate::remote::registry_api::ConfigRef::Blob(format!(
+                    "config-of-{}",
+                    t.digest
+                ))),
+            })
+            .collect())
+    }
+
+    async fn created(
+        &self,
+        _t: &crate::remote::RegistryTarget,
+        repository: &str,
+        config: &crate::remote::registry_api::ConfigRef,
+    ) -> Result<Option<time::OffsetDateTime>, RemoteError> {
+        let crate::remote::registry_api::ConfigRef::Blob(c) = config else {
+            return Ok(None);
+        };
+        let repos = self.repos.lock().expect("repos lock");
+        Ok(repos
+            .get(repository)
+            .into_iter()
+            .flatten()
+            .find(|t| format!("config-of-{}", t.digest) == *c)
+            .and_then(|t| t.created))
+    }
+
+    async fn delete_manifest(
+        &self,
+        _t: &crate::remote::RegistryTarget,
+        repository: &str,
+        digest: &str,
+    ) -> Result<(), RemoteError> {
+        self.deletes
+            .lock()
+            .expect("deletes lock")
+            .push((repository.to_owned(), digest.to_owned()));
+        if let Some(tags) = self.repos.lock().expect("repos lock").get_mut(repository) {
+            tags.retain(|t| t.digest != digest);
+        }
+        Ok(())
+    }
+}

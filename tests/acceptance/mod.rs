@@ -9,6 +9,7 @@ mod faults;
 mod gc;
 mod registry;
 mod renewal;
+mod retention;
 mod secrets;
 mod seed_module;
 mod storage;

@@ -29,6 +29,16 @@ pub fn make_oci_image(dir: &Path, size: usize) -> String {
 /// As `make_oci_image`; with `gzipped` the layer is stored gzip-compressed, so a push sends it
 /// as it is (skopeo compresses plain layers on the way, which would measure gzip, not the wire).
 pub fn make_oci_image_with(dir: &Path, size: usize, gzipped: bool) -> String {
+    make_oci_image_full(dir, size, gzipped, None)
+}
+
+/// As `make_oci_image`, with the image config's `created` (RFC 3339), which dates the image
+/// for retention rules.
+pub fn make_oci_image_created(dir: &Path, size: usize, created: &str) -> String {
+    make_oci_image_full(dir, size, false, Some(created))
+}
+
+fn make_oci_image_full(dir: &Path, size: usize, gzipped: bool, created: Option<&str>) -> String {
     use rand::RngCore;
     std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     let src = dir.join("rootfs");
@@ -63,12 +73,15 @@ pub fn make_oci_image_with(dir: &Path, size: usize, gzipped: bool) -> String {
         (plain, "application/vnd.oci.image.layer.v1.tar")
     };
     let layer_digest = put_blob(dir, &layer);
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "rootfs": { "type": "layers", "diff_ids": [diff_id] },
         "config": {}
-    })
-    .to_string();
+    });
+    if let Some(created) = created {
+        config["created"] = created.into();
+    }
+    let config = config.to_string();
     let config_digest = put_blob(dir, config.as_bytes());
     let manifest = serde_json::json!({
         "schemaVersion": 2,

@@ -152,7 +152,8 @@ async fn a_given_http_secret_survives_a_droplet_replacement_and_a_generated_one_
     assert_eq!(
         private,
         Value::Value(Private {
-            http_secret_given: true
+            http_secret_given: true,
+            ..Default::default()
         })
     );
     let (st, private) = w
