@@ -516,7 +516,7 @@ fn check_imported(
     {
         diags.error(
             "Imported registry on the droplet disk: its images would be lost",
-            format!("The registry at {fqdn} was imported with droplet-disk storage. The provider cannot reach a droplet it did not make (it holds neither its management key nor its host key), so this apply must replace droplet ({droplet}), and the images on its disk would be deleted with it. Nothing was changed. To go on, either copy the images elsewhere first (for example `skopeo sync` to another registry) and set `storage {{ accept_image_loss = true }}`, or keep the registry out of Terraform (`tofu state rm`).", fqdn = was.fqdn),
+            format!("The registry at {fqdn} was imported with droplet-disk storage. The provider cannot reach a droplet it did not make (it holds neither its management key nor its host key), so this apply must replace droplet ({droplet}), and the images on its disk would be deleted with it. Nothing was changed. To go on, either copy the images elsewhere first (for example `skopeo sync` to another registry) and set `storage {{ accept_image_loss = true }}`; or keep the registry out of Terraform (`tofu state rm`); or delete it with `tofu destroy -refresh=false` (destroy's refreshing plan stops at this error too).", fqdn = was.fqdn),
             storage_attr("accept_image_loss"),
         );
         return None;
