@@ -225,3 +225,61 @@ async fn destroy_right_after_import_keeps_an_unmeasurable_volume_and_removes_the
         .unwrap()
         .is_none());
 }
+
+#[tokio::test]
+async fn import_finds_the_bucket_by_the_registry_key_and_the_apply_gives_it_a_key_of_its_own() {
+    let bucket: scripted::Shared = Default::default();
+    bucket.lock().unwrap().absent = true;
+    let (addr, server) = scripted::serve(bucket.clone()).await;
+    let keys = Arc::new(RecordingSpaces::default());
+    let w = World::start_with(keys.clone(), Some(&format!("http://{addr}"))).await;
+    let mut cfg = config("reg");
+    cfg.storage = Value::Value(StorageState {
+        backend: s("spaces"),
+        bucket: s("reg-images"),
+        ..Default::default()
+    });
+    let made = w.created(cfg.clone()).await;
+    let old_key = text(&made.spaces_key_id).to_owned();
+
+    let st = w.imported(FQDN).await;
+    let storage = st.storage.as_ref_option().expect("storage block");
+    assert_eq!(storage.backend, s("spaces"));
+    assert_eq!(storage.bucket, s("reg-images"));
+    assert_eq!(text(&st.spaces_key_id), old_key);
+    // Nobody can tell who made the bucket: adopted, never emptied by destroy.
+    assert_eq!(st.bucket_created, Value::Value(false));
+
+    let (planned, d) = w.plan_update(&st, configured(&cfg)).await;
+    let (planned, _) = planned.unwrap_or_else(|| panic!("{d:?}"));
+    assert!(planned.spaces_key_id.is_unknown() && planned.spaces_secret_key.is_unknown());
+    assert!(
+        d.warnings.iter().any(|w| w
+            .detail
+            .contains("the images in bucket reg-images are kept")),
+        "{d:?}"
+    );
+
+    let after = w.updated(&st, configured(&cfg)).await;
+    assert_ne!(droplet_id(&after), droplet_id(&made));
+    let new_key = text(&after.spaces_key_id).to_owned();
+    assert!(!new_key.is_empty() && new_key != old_key);
+    assert!(after.spaces_secret_key.is_value() && after.spaces_endpoint.is_value());
+    let listed: Vec<String> = w
+        .client()
+        .list_spaces_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.access_key)
+        .collect();
+    assert_eq!(listed, [new_key], "the imported droplet's key is deleted");
+
+    // Destroy keeps the adopted bucket, says so, and removes the rest.
+    let d = w.destroy(&after).await;
+    assert!(d.errors.is_empty(), "{d:?}");
+    assert_eq!(summaries(&d.warnings), ["The bucket was kept"]);
+    assert!(!bucket.lock().unwrap().absent);
+    assert!(w.client().list_spaces_keys().await.unwrap().is_empty());
+    server.abort();
+}
