@@ -1,6 +1,7 @@
 //! Import: `tofu import docker_registry.<name> <fqdn>` adopts a registry from what DigitalOcean
 //! shows of it: the A record, the droplet (or reserved IP) it points at, the droplet's
-//! firewall, its volume or Spaces bucket, and the ACME and CAA records of the fqdn.
+//! firewall, its volume or Spaces bucket, the ACME and CAA records of the fqdn, and its uptime
+//! check.
 //!
 //! What only the droplet's maker knows (the management and host keys, the http secret, the
 //! users' hashes, the certificate's key) stays null in state: that is the mark [`imported`]
@@ -156,6 +157,14 @@ pub async fn import(env: &Env, fqdn: &str) -> Result<RegistryState> {
             "CAA" => st.caa_record_id = id,
             _ => st.acme_delegation_record_id = id,
         }
+    }
+    // The uptime check the provider names after the registry: the next apply keeps it (with
+    // `monitoring`) or deletes it, and destroy deletes it.
+    let check = client.list_uptime_checks().await?.into_iter().find(|c| {
+        c.name == format!("docker-registry {fqdn}") && c.target == format!("https://{fqdn}")
+    });
+    if let Some(c) = check {
+        st.uptime_check_id = s(c.id);
     }
     tracing::info!(
         fqdn = %fqdn,

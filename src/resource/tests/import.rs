@@ -283,3 +283,19 @@ async fn import_finds_the_bucket_by_the_registry_key_and_the_apply_gives_it_a_ke
     assert!(w.client().list_spaces_keys().await.unwrap().is_empty());
     server.abort();
 }
+
+#[tokio::test]
+async fn import_finds_the_uptime_check_and_the_apply_removes_it_when_monitoring_is_off() {
+    let w = World::start().await;
+    let mut cfg = with_volume(config("mon"), 1, false);
+    cfg.monitoring = monitoring(None, None);
+    let made = w.created(cfg.clone()).await;
+    let st = w.imported(FQDN).await;
+    assert_eq!(st.uptime_check_id, made.uptime_check_id);
+
+    // The configuration without `monitoring`: the check goes with this apply.
+    let off = with_volume(config("mon"), 1, false);
+    let after = w.updated(&st, configured(&off)).await;
+    assert!(after.uptime_check_id.is_null());
+    assert!(w.client().list_uptime_checks().await.unwrap().is_empty());
+}
