@@ -18,6 +18,12 @@ pub const RESOURCE_EXAMPLE: &str = include_str!(concat!(
     "/examples/resources/docker_registry/resource.tf"
 ));
 
+/// Shown verbatim in docs/resources/registry.md's Import section.
+pub const IMPORT_EXAMPLE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/examples/resources/docker_registry/import.sh"
+));
+
 /// Where each generated page lives, relative to the package root.
 pub const PROVIDER_DOC_PATH: &str = "docs/index.md";
 pub const RESOURCE_DOC_PATH: &str = "docs/resources/registry.md";
@@ -45,7 +51,23 @@ pub fn resource_markdown() -> String {
     );
     example(&mut out, RESOURCE_EXAMPLE);
     schema(&mut out, &block);
+    import(&mut out, IMPORT_EXAMPLE);
     out
+}
+
+/// The Import section, as HashiCorp's generator writes it from `import.sh`.
+fn import(out: &mut String, shell: &str) {
+    if !out.ends_with("\n\n") {
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out, "## Import");
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Import is supported using the following syntax:");
+    let _ = writeln!(out);
+    let _ = writeln!(out, "```shell");
+    let _ = write!(out, "{}", shell.trim_end());
+    let _ = writeln!(out);
+    let _ = writeln!(out, "```");
 }
 
 fn page_header(title: &str, description: &str, heading: &str) -> String {
@@ -410,6 +432,8 @@ mod tests {
         assert!(md.starts_with("---\npage_title: \"docker_registry Resource"));
         assert!(md.contains(RESOURCE_EXAMPLE.trim_end()));
         assert!(pos("## Example Usage") < pos("## Schema"));
+        assert!(pos("## Schema") < pos("## Import"));
+        assert!(md.contains(IMPORT_EXAMPLE.trim_end()));
         assert!(pos("### Required") < pos("### Optional"));
         assert!(pos("### Optional") < pos("### Read-Only"));
         // Arguments in their groups, sorted.

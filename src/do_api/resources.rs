@@ -158,6 +158,13 @@ impl Client {
             .context("deleting droplet", id)
     }
 
+    /// Every droplet of the account (import finds the one an address belongs to).
+    pub async fn list_droplets(&self) -> Result<Vec<Droplet>, Error> {
+        self.list_all(self.url(&["v2", "droplets"], &[]), "droplets")
+            .await
+            .context("listing droplets", "all")
+    }
+
     pub async fn list_droplets_by_tag(&self, tag: &str) -> Result<Vec<Droplet>, Error> {
         self.list_all(
             self.url(&["v2", "droplets"], &[("tag_name", tag)]),

@@ -34,6 +34,10 @@ pub enum Error {
     #[error("no domain of this DigitalOcean account holds {fqdn}")]
     NoDomain { fqdn: String },
 
+    /// `tofu import`'s id does not lead to a registry.
+    #[error("cannot import {fqdn}: {why}")]
+    NotImportable { fqdn: String, why: String },
+
     #[error("droplet {name} ({id}) is active but has no public IPv4 address")]
     NoIpv4 { name: String, id: u64 },
 

@@ -9,6 +9,7 @@ pub mod droplet;
 pub mod env;
 pub mod error;
 pub mod host_key;
+pub mod import;
 pub mod limits;
 pub mod model;
 pub mod monitoring;
@@ -240,6 +241,30 @@ impl Resource for RegistryResource {
             retention::refresh(&env, diags, &mut st, &m).await;
         }
         Some((st, private))
+    }
+
+    async fn import<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        id: String,
+    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
+        let env = self.env(diags)?;
+        match import::import(&env, &id).await {
+            Ok(st) => {
+                diags.root_warning(
+                    "Imported: the next apply replaces the droplet",
+                    import::IMPORTED_DETAIL,
+                );
+                Some((
+                    st,
+                    tf_provider::value::Value::Value(state::Private::default()),
+                ))
+            }
+            Err(e) => {
+                diag::error(diags, "Cannot import the registry", &e);
+                None
+            }
+        }
     }
 
     async fn upgrade<'a>(

@@ -128,6 +128,8 @@ pub struct Storage {
     pub bucket: Option<String>,
     pub force_destroy: bool,
     pub spaces_redirect: bool,
+    /// After an import with droplet-disk storage: replacing the droplet may lose its images.
+    pub accept_image_loss: bool,
     /// `spaces_access_id` and `spaces_secret_key` of the block, when both are set: they manage
     /// the bucket instead of the provider's.
     pub spaces_keys: Option<(Secret, Secret)>,
@@ -294,6 +296,11 @@ impl Model {
                 bucket: b.bucket.as_ref_option().cloned(),
                 force_destroy: b.force_destroy.as_ref_option().copied().unwrap_or(false),
                 spaces_redirect: b.spaces_redirect.as_ref_option().copied().unwrap_or(false),
+                accept_image_loss: b
+                    .accept_image_loss
+                    .as_ref_option()
+                    .copied()
+                    .unwrap_or(false),
                 spaces_keys: match (known(&b.spaces_access_id), known(&b.spaces_secret_key)) {
                     (Some(id), Some(key)) => Some((Secret::new(id), Secret::new(key))),
                     _ => None,

@@ -378,6 +378,10 @@ pub fn plan_update(
             }
         }
     }
+    let imported = super::import::imported(prior);
+    if imported {
+        check_imported(diags, prior, &st)?;
+    }
     let mut replace = Vec::new();
     for (attr, a, b) in [
         ("region", &prior.region, &st.region),
@@ -430,10 +434,14 @@ pub fn plan_update(
         } else {
             "the DNS record pointed at it, and the old droplet (if any) deleted once the record's TTL has passed"
         };
-        diags.root_warning(
-            "The droplet will be replaced",
-            format!("{why}: a new droplet is created, converged and verified, {switch}. Images stored on the droplet disk are not carried over; a volume or Spaces bucket is."),
-        );
+        if imported {
+            plan_imported(diags, prior, &mut st, &m, switch);
+        } else {
+            diags.root_warning(
+                "The droplet will be replaced",
+                format!("{why}: a new droplet is created, converged and verified, {switch}. Images stored on the droplet disk are not carried over; a volume or Spaces bucket is."),
+            );
+        }
     } else if prior.size != st.size && st.size.is_value() {
         diags.root_warning(
             "Resizing powers the droplet off",
@@ -443,7 +451,8 @@ pub fn plan_update(
     super::network::plan_reserved_ip(prior, &mut st, &m);
     super::host_key::plan(diags, prior, &mut st, new_droplet.is_some());
     users::plan(&mut st, Some(prior));
-    let mut tls_changed = certificate::certificate_inputs_changed(prior, &st);
+    // An imported registry's certificate key is unknown: a new certificate.
+    let mut tls_changed = imported || certificate::certificate_inputs_changed(prior, &st);
     if certificate::renewal_plan(diags, prior, &was) {
         tls_changed = true;
     }
@@ -471,6 +480,10 @@ pub fn plan_update(
         None => Value::Unknown,
     };
     certificate::plan_renewal_state(prior, &mut st, &was, &m, tls_changed);
+    if imported && certificate::delegates_challenge(&m) {
+        // The delegation goes to the new droplet: made again (see `replace`).
+        st.acme_delegation_record_id = Value::Unknown;
+    }
     let collecting = super::update::collection_asked(prior, &st) && new_droplet.is_none();
     if collecting {
         // One collection runs during this apply (see `update::collect_if_asked`).
@@ -510,4 +523,93 @@ pub fn plan_update(
         st.storage_used_bytes = Value::Unknown;
     }
     Some((st, private, replace))
+}
+
+/// The plan after an import, before anything else: with droplet-disk storage the imported
+/// droplet's images would go with it, so the plan fails unless `storage.accept_image_loss`
+/// says the user chose that; the volume is named after `name`, which must stay the droplet's.
+fn check_imported(
+    diags: &mut Diagnostics,
+    prior: &RegistryState,
+    st: &RegistryState,
+) -> Option<()> {
+    let (was, m) = (Model::of(prior), Model::of(st));
+    let droplet = prior
+        .droplet_id
+        .as_ref_option()
+        .map_or("?".to_owned(), |i| i.to_string());
+    if was.storage.backend == Backend::Droplet
+        && m.storage.backend == Backend::Droplet
+        && !m.storage.accept_image_loss
+    {
+        diags.error(
+            "Imported registry on the droplet disk: its images would be lost",
+            format!("The registry at {fqdn} was imported with droplet-disk storage. The provider cannot reach a droplet it did not make (it holds neither its management key nor its host key), so this apply must replace droplet ({droplet}), and the images on its disk would be deleted with it. Nothing was changed. To go on, either copy the images elsewhere first (for example `skopeo sync` to another registry) and set `storage {{ accept_image_loss = true }}`; or keep the registry out of Terraform (`tofu state rm`); or delete it with `tofu destroy -refresh=false` (destroy's refreshing plan stops at this error too).", fqdn = was.fqdn),
+            storage_attr("accept_image_loss"),
+        );
+        return None;
+    }
+    if was.storage.backend == Backend::Volume
+        && m.storage.backend == Backend::Volume
+        && was.name != m.name
+    {
+        diags.error(
+            "Imported registry: `name` must stay the droplet's",
+            format!(
+                "The imported volume is named after the droplet ({:?}): set `name = {:?}`.",
+                was.volume_name(),
+                was.name
+            ),
+            AttributePath::new("name"),
+        );
+        return None;
+    }
+    Some(())
+}
+
+/// The plan of an imported registry's first apply: a new droplet with keys, secrets, hashes
+/// and certificate of the provider's own, the storage kept. The warning says why and what
+/// happens to the images.
+fn plan_imported(
+    diags: &mut Diagnostics,
+    prior: &RegistryState,
+    st: &mut RegistryState,
+    m: &Model,
+    switch: &str,
+) {
+    for v in [
+        &mut st.management_private_key,
+        &mut st.management_public_key,
+        &mut st.host_private_key,
+        &mut st.host_public_key,
+        &mut st.host_key_fingerprint,
+        &mut st.user_data_host_key_fingerprint,
+    ] {
+        *v = Value::Unknown;
+    }
+    if m.storage.backend == Backend::Spaces {
+        // The imported droplet's key has no readable secret: the registry gets a new one.
+        st.spaces_key_id = Value::Unknown;
+        st.spaces_secret_key = Value::Unknown;
+        st.spaces_endpoint = Value::Unknown;
+    }
+    let droplet = prior
+        .droplet_id
+        .as_ref_option()
+        .map_or("?".to_owned(), |i| i.to_string());
+    let images = match m.storage.backend {
+        Backend::Volume => format!(
+            "the images on volume {} are kept: it moves to the new droplet once the old one is shut down",
+            m.volume_name()
+        ),
+        Backend::Spaces => format!(
+            "the images in bucket {} are kept: the new droplet serves them before the record switches",
+            m.storage.bucket.as_deref().unwrap_or("?")
+        ),
+        Backend::Droplet => "the images on the old droplet's disk are lost with it (`storage.accept_image_loss = true`)".to_owned(),
+    };
+    diags.root_warning(
+        "Imported: the droplet will be replaced",
+        format!("Imported: droplet ({droplet}) will be replaced because the provider holds neither its management key nor its SSH host key (nor the registry's http secret, the users' hashes or the certificate's key), so it cannot converge it; {images}. A new droplet is created with keys, secrets and a certificate of the provider's own, converged from this configuration and verified, {switch}. The firewall, DNS record{} are kept.", if m.reserved_ip { ", reserved IP" } else { "" }),
+    );
 }

@@ -30,7 +30,9 @@ use crate::storage::volume;
 
 /// Why the next apply boots a new droplet, if it does: what the plan says.
 pub fn new_droplet_reason(prior: &RegistryState, planned: &RegistryState) -> Option<&'static str> {
-    if prior.droplet_id.is_null() && prior.id.is_value() {
+    if super::import::imported(prior) {
+        Some("imported: the provider holds neither the droplet's management key nor its SSH host key")
+    } else if prior.droplet_id.is_null() && prior.id.is_value() {
         Some("the registry's droplet is gone (deleted outside Terraform?): a new droplet is created for the firewall, record, keys and storage kept in state")
     } else if prior.image != planned.image {
         Some("`image` changed")
@@ -131,6 +133,10 @@ pub async fn replace_droplet(
     let client = &env.client;
     // None: the old droplet is gone already (see `read`), nothing to stop or retire.
     let old_id = id_of(&prior.droplet_id);
+    let imported = super::import::imported(prior);
+    if imported {
+        take_over(env, prior, st, m).await?;
+    }
     users::fill(st, Some(prior)).await?;
     st.firewall_id = prior.firewall_id.clone();
     st.record_id = prior.record_id;
@@ -151,10 +157,16 @@ pub async fn replace_droplet(
                 // One file system, one writer: the old registry stops before the volume moves.
                 // From here until the new droplet is verified, pushes and pulls fail.
                 gap_started = Some(Instant::now());
-                let old = env.connect(prior, deadline).await?;
-                commands::release_volume(old.as_ref(), &m.volume_name())
-                    .await
-                    .context("releasing the volume on droplet", old_id)?;
+                if imported {
+                    // Not the provider's to reach over SSH: shut down through the API, which
+                    // stops its registry and unmounts the volume as any shutdown does.
+                    shut_down(env, old_id, deadline).await?;
+                } else {
+                    let old = env.connect(prior, deadline).await?;
+                    commands::release_volume(old.as_ref(), &m.volume_name())
+                        .await
+                        .context("releasing the volume on droplet", old_id)?;
+                }
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             volume::move_to(client, vid, new_id, &m.region, remaining)
@@ -202,6 +214,9 @@ pub async fn replace_droplet(
         );
     }
     let Some(old_id) = old_id else {
+        if imported {
+            drop_imported_leftovers(env, diags, prior, st, m).await;
+        }
         return Ok(());
     };
     // Listed before the wait, so that whatever happens next, the old droplet is in state.
@@ -246,6 +261,10 @@ pub async fn replace_droplet(
                 source: Box::new(source),
             },
         ),
+    }
+    if imported {
+        // After the old droplet: it served with its key until then.
+        drop_imported_leftovers(env, diags, prior, st, m).await;
     }
     Ok(())
 }
@@ -371,6 +390,15 @@ async fn roll_back_volume(
         .await
         .context("moving volume back", vid);
     let restarted = async {
+        if super::import::imported(prior) {
+            // Shut down through the API (see `shut_down`): powered on, it mounts the volume
+            // and starts its registry as at any boot.
+            let a = env.client.power_on(old_id).await?;
+            env.client
+                .wait_for_action(a.id, env.timings.rollback)
+                .await?;
+            return Ok(());
+        }
         let old = env
             .connect(prior, deadline_after(env.timings.rollback))
             .await?;
@@ -380,4 +408,112 @@ async fn roll_back_volume(
     }
     .await;
     back.and(restarted)
+}
+
+/// An imported registry's first replacement: the provider's own management key, the
+/// registry's own Spaces key (the imported droplet's secret is not readable), and the ACME
+/// delegation taken from the old droplet (made again for the new one by `prepare_renewal`;
+/// left in place it would hide the new certificate's DNS-01 answer).
+async fn take_over(
+    env: &Env,
+    prior: &RegistryState,
+    st: &mut RegistryState,
+    m: &Model,
+) -> Result<()> {
+    let mgmt = crate::remote::generate_ed25519("terraform-provider-docker")?;
+    st.management_private_key = super::desired::s(mgmt.private_openssh.expose().to_owned());
+    st.management_public_key = super::desired::s(mgmt.public_openssh.clone());
+    if m.storage.backend == super::model::Backend::Spaces {
+        let bucket = m.storage.bucket.clone().unwrap_or_default();
+        let s3 = env.bucket_client(m)?;
+        st.spaces_endpoint = super::desired::s(s3.endpoint().as_str().to_owned());
+        let key =
+            crate::storage::spaces::mint_registry_key(&env.client, &m.spaces_key_name(), &bucket)
+                .await
+                .context("minting the registry's Spaces key for bucket", &bucket)?;
+        st.spaces_key_id = super::desired::s(key.access_key);
+        st.spaces_secret_key = super::desired::s(key.secret_key.expose().to_owned());
+    }
+    if let (Some(domain), Some(id)) = (
+        known(&prior.domain),
+        id_of(&prior.acme_delegation_record_id),
+    ) {
+        match env.client.delete_record(domain, id).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                return Err(
+                    Error::from(e).context("deleting the imported ACME delegation record", id)
+                )
+            }
+        }
+    }
+    st.acme_delegation_record_id = Value::Null;
+    Ok(())
+}
+
+/// The imported droplet shut down (gracefully; powered off if that fails), waited for.
+async fn shut_down(env: &Env, id: u64, deadline: Instant) -> Result<()> {
+    let client = &env.client;
+    let remaining = || deadline.saturating_duration_since(Instant::now());
+    let graceful = async {
+        let a = client.shutdown(id).await?;
+        client.wait_for_action(a.id, remaining()).await
+    }
+    .await;
+    if let Err(e) = graceful {
+        tracing::warn!(droplet = id, error = %e, "shutdown failed; powering off");
+        let a = client.power_off(id).await?;
+        client
+            .wait_for_action(a.id, remaining())
+            .await
+            .map_err(|e| Error::from(e).context("powering off the imported droplet", id))?;
+    }
+    tracing::info!(droplet = id, "imported droplet shut down");
+    Ok(())
+}
+
+/// After an imported registry's switch: the imported droplet's Spaces keys (by the registry's
+/// key name, all but the new one) and a CAA record the configuration does not ask for. A
+/// failure warns: the registry serves either way.
+async fn drop_imported_leftovers(
+    env: &Env,
+    diags: &mut Diagnostics,
+    prior: &RegistryState,
+    st: &mut RegistryState,
+    m: &Model,
+) {
+    if m.storage.backend == super::model::Backend::Spaces {
+        let name = m.spaces_key_name();
+        let keep = known(&st.spaces_key_id).unwrap_or_default().to_owned();
+        // The imported droplet's key by its id (its name follows the droplet's, which the
+        // configuration may have changed), and any other by the registry's key name.
+        let imported_key = known(&prior.spaces_key_id).map(str::to_owned);
+        match env.client.list_spaces_keys().await {
+            Ok(keys) => {
+                let old = |k: &crate::do_api::SpacesKey| {
+                    k.name == name || Some(&k.access_key) == imported_key.as_ref()
+                };
+                for k in keys.into_iter().filter(|k| old(k) && k.access_key != keep) {
+                    if let Err(e) =
+                        crate::storage::spaces::delete_registry_key(&env.client, &k.access_key)
+                            .await
+                    {
+                        diag::warning(
+                            diags,
+                            format!(
+                                "Deleting the imported droplet's Spaces key ({})",
+                                k.access_key
+                            ),
+                            &e.into(),
+                        );
+                    }
+                }
+            }
+            Err(e) => diag::warning(diags, "Listing Spaces keys", &e.into()),
+        }
+    }
+    if let Err(e) = certificate::drop_caa(env, prior, st).await {
+        diag::warning(diags, "Deleting the imported CAA record", &e);
+    }
 }

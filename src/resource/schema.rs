@@ -166,6 +166,7 @@ pub fn schema() -> Schema {
             ("size_gib", a(T::Number, C::Optional, false, "`volume` only: the volume's size in GiB (1 to 16384); it can grow in place, never shrink.")),
             ("bucket", a(T::String, C::Optional, false, "`spaces` only: the bucket, in the registry's region; created if missing.")),
             ("force_destroy", a(T::Bool, C::OptionalComputed, false, "Let destroy delete a volume or bucket that still holds images (default false).")),
+            ("accept_image_loss", a(T::Bool, C::Optional, false, "`droplet` only, after `tofu import`: let the next apply replace the imported droplet although the images on its disk are lost with it (the provider cannot reach a droplet it did not make to carry them over). Without it, that plan fails. Has no other effect.")),
             ("spaces_redirect", a(T::Bool, C::OptionalComputed, false, "`spaces` only: redirect pulls to Spaces instead of proxying blobs through the droplet (default false).")),
             ("spaces_access_id", a(T::String, C::Optional, true, "`spaces` only: a Spaces access key used instead of the provider's `spaces_access_id` to create, check and empty this registry's bucket. Set with `spaces_secret_key`. The registry itself still gets its own key for its bucket only; changing these keys recreates nothing.")),
             ("spaces_secret_key", a(T::String, C::Optional, true, "`spaces` only: the secret of `storage.spaces_access_id`.")),

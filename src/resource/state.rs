@@ -44,6 +44,10 @@ pub struct StorageState {
     pub bucket: S,
     pub force_destroy: B,
     pub spaces_redirect: B,
+    /// After an import with droplet-disk storage: the user accepts losing the old droplet's
+    /// images. Absent from states written before import existed.
+    #[serde(default)]
+    pub accept_image_loss: B,
     /// Spaces keys of this registry's owner, used instead of the provider's to create, check
     /// and empty its bucket. Absent from states written before they existed.
     #[serde(default)]

@@ -23,6 +23,7 @@ use crate::testkit::api::{fast, Api};
 use crate::testkit::{FakeMachines, FakeOutside, FakeRegistry};
 
 mod defaults;
+mod import;
 mod reserved_ip;
 mod seed;
 mod users;

@@ -202,6 +202,16 @@ async fn grow_volume(
 /// is orphaned and nothing is made twice. What it had not reached yet is still unknown in
 /// `st` and keeps its prior value.
 pub fn kept_after_failure(prior: &RegistryState, st: &RegistryState) -> RegistryState {
+    if super::import::imported(prior)
+        && st.droplet_id.is_value()
+        && st.droplet_id != prior.droplet_id
+    {
+        // An imported registry whose new droplet took over: that droplet is reached only
+        // with the keys and secrets this apply made, so they all stay.
+        let mut keep = st.clone();
+        keep.null_unknowns();
+        return keep;
+    }
     let mut keep = prior.clone();
     macro_rules! known_in_st {
         ($($f:ident),*) => { $( if !st.$f.is_unknown() { keep.$f = st.$f.clone(); } )* };

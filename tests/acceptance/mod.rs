@@ -7,6 +7,7 @@ mod certificates;
 mod docker;
 mod faults;
 mod gc;
+mod import;
 mod registry;
 mod renewal;
 mod retention;

@@ -99,10 +99,62 @@ impl Fixture {
         Skopeo::new(self.lo.bridge_ip(), ca)
     }
 
+    /// The import step: `tofu state rm`, then `tofu import` by fqdn. Checks that import found
+    /// the same droplet, firewall and record, and returns the imported values. The state before
+    /// is kept in `before-import.tfstate` for [`Fixture::restore_state`].
+    pub(super) fn import_again(&self) -> Value {
+        let before = self.values();
+        let dir = self.tf.dir.path();
+        std::fs::copy(
+            dir.join("terraform.tfstate"),
+            dir.join("before-import.tfstate"),
+        )
+        .unwrap();
+        let (ok, out) = self
+            .tf
+            .run_text(&["state", "rm", "-no-color", "docker_registry.r"]);
+        assert!(ok, "state rm: {out}");
+        let (ok, out) = self.tf.run_text(&[
+            "import",
+            "-no-color",
+            "-input=false",
+            "docker_registry.r",
+            &self.fqdn,
+        ]);
+        assert!(ok && out.contains("Import successful"), "import: {out}");
+        let imported = self.values();
+        for attr in [
+            "droplet_id",
+            "firewall_id",
+            "record_id",
+            "domain",
+            "name",
+            "region",
+        ] {
+            assert_eq!(imported[attr], before[attr], "imported {attr}");
+        }
+        imported
+    }
+
+    /// The state as it was before [`Fixture::import_again`].
+    pub(super) fn restore_state(&self) {
+        let dir = self.tf.dir.path();
+        std::fs::copy(
+            dir.join("before-import.tfstate"),
+            dir.join("terraform.tfstate"),
+        )
+        .unwrap();
+    }
+
     pub(super) fn destroy_and_check_nothing_left(&self) {
-        let (ok, out) =
-            self.tf
-                .run_text(&["destroy", "-auto-approve", "-no-color", "-input=false"]);
+        self.destroy_with_and_check_nothing_left(&[]);
+    }
+
+    /// As [`Fixture::destroy_and_check_nothing_left`], with `extra` arguments to destroy.
+    pub(super) fn destroy_with_and_check_nothing_left(&self, extra: &[&str]) {
+        let mut args = vec!["destroy", "-auto-approve", "-no-color", "-input=false"];
+        args.extend_from_slice(extra);
+        let (ok, out) = self.tf.run_text(&args);
         assert!(ok, "tofu destroy failed:\n{out}");
         assert!(
             self.droplets().is_empty(),
@@ -436,7 +488,25 @@ fn registry_lifecycle_push_pull_users_drift_destroy() {
     let (code, out) = fx.plan_code();
     assert_eq!(code, 0, "plan after the repair is not empty:\n{out}");
 
-    fx.destroy_and_check_nothing_left();
+    // Import step: droplet-disk storage, so the plan after it refuses to lose the images, on
+    // `storage.accept_image_loss`; destroy needs no SSH there and still leaves nothing.
+    let imported = fx.import_again();
+    assert!(
+        imported["storage"].as_array().map_or(0, Vec::len) == 0,
+        "droplet disk: no storage block: {imported}"
+    );
+    let (code, out) = fx.plan_code();
+    let said = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(code, 1, "the plan must fail:\n{out}");
+    assert!(
+        said.contains("Imported registry on the droplet disk: its images would be lost")
+            && said.contains("accept_image_loss = true")
+            && said.contains("tofu destroy -refresh=false"),
+        "{out}"
+    );
+    // That error stops destroy's own refreshing plan too (OpenTofu plans before destroying);
+    // without it, destroy needs no SSH on the droplet disk and leaves nothing.
+    fx.destroy_with_and_check_nothing_left(&["-refresh=false"]);
 }
 
 #[test]
@@ -971,6 +1041,31 @@ resource "docker_registry" "r" {{
         code, 0,
         "plan after turning it on again is not empty:\n{out}"
     );
+
+    // Import step: found through the reserved IP, with its bucket; the plan replaces the
+    // droplet and keeps the bucket. The state from before is put back for the destroy (an
+    // imported bucket counts as adopted, which destroy would keep).
+    let imported = fx.import_again();
+    assert_eq!(
+        imported["reserved_ip_address"].as_str(),
+        Some(rip2.as_str())
+    );
+    assert_eq!(imported["reserved_ip"], json!(true));
+    assert_eq!(
+        imported["storage"][0]["bucket"],
+        json!(format!("{}-images", fx.name))
+    );
+    assert_eq!(imported["spaces_key_id"], v4["spaces_key_id"]);
+    let (code, out) = fx.plan_code();
+    let said = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        said.contains("Warning: Imported: the droplet will be replaced")
+            && said.contains(&format!("the images in bucket {}-images are kept", fx.name))
+            && said.contains("the reserved IP moved to it"),
+        "{out}"
+    );
+    fx.restore_state();
 
     fx.destroy_and_check_nothing_left();
     for ip in [&rip, &rip2] {

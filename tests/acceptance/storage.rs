@@ -12,19 +12,19 @@ use crate::support::localocean::{unique_label, Ocean};
 use crate::support::registry_client::{make_oci_image, text, Skopeo};
 use crate::support::tofu::Tofu;
 
-const ADMIN_PW: &str = "admin-password-0001";
+pub(super) const ADMIN_PW: &str = "admin-password-0001";
 
 /// One test's registry on the shared localocean: its own name, domain and bucket names.
-struct StorageFixture {
-    lo: Ocean,
-    tf: Tofu,
-    name: String,
-    fqdn: String,
+pub(super) struct StorageFixture {
+    pub(super) lo: Ocean,
+    pub(super) tf: Tofu,
+    pub(super) name: String,
+    pub(super) fqdn: String,
     spaces: Option<(String, String, String)>,
 }
 
 impl StorageFixture {
-    fn new(with_spaces: bool) -> Self {
+    pub(super) fn new(with_spaces: bool) -> Self {
         let lo = Ocean::shared();
         let name = unique_label();
         let domain = format!("{name}.test");
@@ -55,11 +55,11 @@ impl StorageFixture {
     }
 
     /// This registry's droplets.
-    fn droplets(&self) -> Vec<Value> {
+    pub(super) fn droplets(&self) -> Vec<Value> {
         self.lo.droplets_of(&self.name)
     }
 
-    fn config(&self, generation: u32, storage: &str) {
+    pub(super) fn config(&self, generation: u32, storage: &str) {
         let mut provider = format!(
             "  token = \"{}\"\n  api_endpoint = \"{}\"\n",
             self.lo.token, self.lo.api_url
@@ -92,15 +92,15 @@ resource "docker_registry" "r" {{
             .write("main.tf", &format!("{PROVIDER_BLOCK}\n{body}"));
     }
 
-    fn apply_logged(&self, log: &str) -> (bool, String) {
+    pub(super) fn apply_logged(&self, log: &str) -> (bool, String) {
         self.tf.apply_logged(log, "info")
     }
 
-    fn values(&self) -> Value {
+    pub(super) fn values(&self) -> Value {
         self.tf.resource_values()
     }
 
-    fn skopeo(&self) -> Skopeo {
+    pub(super) fn skopeo(&self) -> Skopeo {
         let v = self.values();
         Skopeo::new(
             self.lo.bridge_ip(),
@@ -109,7 +109,7 @@ resource "docker_registry" "r" {{
     }
 
     /// Pushes an image and returns (reference by digest, tag reference).
-    fn push(&self, size: usize) -> (String, String) {
+    pub(super) fn push(&self, size: usize) -> (String, String) {
         let work = tempfile::tempdir().unwrap();
         make_oci_image(&work.path().join("img"), size);
         let sk = self.skopeo();
@@ -126,7 +126,7 @@ resource "docker_registry" "r" {{
         )
     }
 
-    fn pull(&self, reference: &str) {
+    pub(super) fn pull(&self, reference: &str) {
         let work = tempfile::tempdir().unwrap();
         let out = self.skopeo().pull(
             reference,
@@ -136,7 +136,7 @@ resource "docker_registry" "r" {{
         assert!(out.status.success(), "pull {reference}: {}", text(&out));
     }
 
-    fn destroy(&self) -> (bool, String) {
+    pub(super) fn destroy(&self) -> (bool, String) {
         self.tf
             .run_text(&["destroy", "-auto-approve", "-no-color", "-input=false"])
     }
