@@ -31,6 +31,21 @@ fn get(ip: Ipv4Addr, port: u16) -> Result<String, String> {
     }
 }
 
+/// Sends a line on an echo connection; returns the name of the droplet that echoed it.
+fn echo_line(c: &mut TcpStream, line: &str) -> String {
+    c.write_all(format!("{line}\n").as_bytes()).expect("send");
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while byte[0] != b'\n' {
+        c.read_exact(&mut byte).expect("echo answer");
+        got.push(byte[0]);
+    }
+    let got = String::from_utf8_lossy(&got).trim().to_string();
+    let (who, echoed) = got.split_once(' ').expect("name and line");
+    assert_eq!(echoed, line);
+    who.to_string()
+}
+
 /// `n` requests through the balancer: the names that answered, or the first failure.
 fn names(ip: Ipv4Addr, n: usize) -> Vec<String> {
     (0..n)
@@ -90,6 +105,19 @@ async fn load_balancer_spreads_checks_drains_and_goes_away() {
                  systemd-run --unit=web python3 -m http.server 8080 --directory /srv/www";
     ssh_ok(&key, ia, serve);
     ssh_ok(&key, ib, serve);
+    // And a line echo server on 7000 that says who answers: connections that stay open.
+    let echo = "cat > /srv/echo.py <<'EOF'\n\
+                import socket, socketserver\n\
+                class H(socketserver.StreamRequestHandler):\n\
+                \x20   def handle(self):\n\
+                \x20       for line in self.rfile:\n\
+                \x20           self.wfile.write(socket.gethostname().encode() + b' ' + line)\n\
+                socketserver.ThreadingTCPServer.allow_reuse_address = True\n\
+                socketserver.ThreadingTCPServer(('', 7000), H).serve_forever()\n\
+                EOF\n\
+                systemd-run --unit=echo python3 /srv/echo.py";
+    ssh_ok(&key, ia, echo);
+    ssh_ok(&key, ib, echo);
     for (ip, name) in [(ia, &name_a), (ib, &name_b)] {
         let deadline = Instant::now() + Duration::from_secs(30);
         while get(ip, 8080).as_ref() != Ok(name) {
@@ -157,6 +185,7 @@ async fn load_balancer_spreads_checks_drains_and_goes_away() {
     // A reload (a TCP rule to the droplets' sshd added) keeps b down: the new process
     // starts from the health the old one found, and not one request reaches b.
     spec.forwarding_rules.push(rule("tcp", 2222, 22));
+    spec.forwarding_rules.push(rule("tcp", 7000, 7000));
     lab.hv.apply_load_balancer(&spec).await.expect("reload");
     assert_eq!(haproxy_pid(&lab, &id), master, "a reload, not a restart");
     let seen = names(lb_ip, 20);
@@ -169,9 +198,29 @@ async fn load_balancer_spreads_checks_drains_and_goes_away() {
     let seen = names(lb_ip, 20);
     assert!(seen.contains(&name_b), "{seen:?}");
 
-    // b leaves the balancer: it gets no new request, although it is healthy.
+    // Connections open through the balancer, to both droplets.
+    let mut open: Vec<(TcpStream, String)> = (0..4)
+        .map(|i| {
+            let mut c = TcpStream::connect((lb_ip, 7000)).expect("connect 7000");
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let who = echo_line(&mut c, &format!("hello {i}"));
+            (c, who)
+        })
+        .collect();
+    let owners: Vec<&str> = open.iter().map(|(_, w)| w.as_str()).collect();
+    assert!(
+        owners.contains(&name_a.as_str()) && owners.contains(&name_b.as_str()),
+        "{owners:?}"
+    );
+
+    // b leaves the balancer: it gets no new request, although it is healthy, and the
+    // connections it has finish (drained, not cut).
     spec.backends.retain(|x| x.droplet_id == a);
     lab.hv.apply_load_balancer(&spec).await.expect("drain b");
+    for (i, (c, who)) in open.iter_mut().enumerate() {
+        assert_eq!(echo_line(c, &format!("still {i}")), *who, "connection {i}");
+    }
+    drop(open);
     let seen = names(lb_ip, 20);
     assert!(seen.iter().all(|n| *n == name_a), "{seen:?}");
     assert_eq!(get(ib, 8080).as_ref(), Ok(&name_b), "b itself still serves");
