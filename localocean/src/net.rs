@@ -31,8 +31,8 @@ impl Subnet {
         Subnet { slot }
     }
 
-    /// The `n`th address of the /24 (1 is the bridge, droplets use [`DROPLET_HOSTS`], reserved
-    /// IPs [`RESERVED_IP_HOSTS`]).
+    /// The `n`th address of the /24 (1 is the bridge, droplets use [`DROPLET_HOSTS`], load
+    /// balancers [`LOAD_BALANCER_HOSTS`], reserved IPs [`RESERVED_IP_HOSTS`]).
     pub fn host(&self, n: u8) -> Ipv4Addr {
         Ipv4Addr::new(
             198,
