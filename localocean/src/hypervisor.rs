@@ -1,10 +1,12 @@
 //! What the API asks of the machines: boot, power, delete droplets; create, attach,
-//! detach, resize, delete volumes. The real implementation is systemd-nspawn (`machines`);
+//! detach, resize, delete volumes; run, reconfigure and remove load balancers. The real implementation is systemd-nspawn (`machines`);
 //! unit tests of the API may use a fake.
 
 use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
+
+use crate::balancer::BalancerSpec;
 
 #[derive(Clone, Debug)]
 pub struct MachineSpec {
@@ -70,6 +72,16 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// reserved IP away). Kept across reboots; gone with the machine. Hosts and machines
     /// that cached the address's old owner ask again.
     async fn set_reserved_ip(&self, droplet_id: u64, ip: Option<Ipv4Addr>) -> anyhow::Result<()>;
+
+    /// The addresses load balancers are given: the instance's own, never a droplet's or a
+    /// reserved IP's.
+    fn load_balancer_pool(&self) -> Vec<Ipv4Addr>;
+    /// Runs the load balancer as `spec` says, at its address: started when it does not run,
+    /// reconfigured in place when it does (connections to droplets it no longer lists
+    /// finish, new ones go to the others). Applying the same spec again changes nothing.
+    async fn apply_load_balancer(&self, spec: &BalancerSpec) -> anyhow::Result<()>;
+    /// Stops it and removes its address; succeeds when it is already gone.
+    async fn delete_load_balancer(&self, id: &str) -> anyhow::Result<()>;
 
     /// Makes the backing file (formatted when `filesystem_type` is set); it outlives
     /// droplets.

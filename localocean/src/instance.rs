@@ -86,6 +86,9 @@ impl StateDir {
     pub fn volumes(&self) -> PathBuf {
         self.root.join("volumes")
     }
+    pub fn balancers(&self) -> PathBuf {
+        self.root.join("balancers")
+    }
     pub fn services(&self) -> PathBuf {
         self.root.join("services")
     }

@@ -2,6 +2,7 @@
 //! DigitalOcean's OpenAPI spec; droplets are real systemd-nspawn machines; DNS and Spaces are real servers.
 
 pub mod api;
+pub mod balancer;
 pub mod clock;
 pub mod dns;
 pub mod faults;

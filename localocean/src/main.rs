@@ -290,6 +290,7 @@ async fn run_services(
     app.set_ssh_faults(hv.clone());
     g.set_faults(app.shared_faults());
     hv.remove_orphans(&app.droplet_ids()).await;
+    hv.remove_orphan_balancers(&app.load_balancer_ids()).await;
     {
         // Machines that were on when localocean stopped boot again while the API serves.
         let (hv, app) = (hv.clone(), app.clone());

@@ -13,9 +13,10 @@ pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 /// Where the instance serves it, on its bridge address (`api::metadata`).
 pub const METADATA_PORT: u16 = 80;
 
-/// Host numbers of each /24: droplets take the low ones, reserved IPs the top ones, so an
-/// address held by the account is never handed to a new droplet.
-pub const DROPLET_HOSTS: std::ops::RangeInclusive<u8> = 2..=199;
+/// Host numbers of each /24: droplets take the low ones, load balancers the next, reserved
+/// IPs the top ones, so an address held by the account is never handed to a new droplet.
+pub const DROPLET_HOSTS: std::ops::RangeInclusive<u8> = 2..=149;
+pub const LOAD_BALANCER_HOSTS: std::ops::RangeInclusive<u8> = 150..=199;
 pub const RESERVED_IP_HOSTS: std::ops::RangeInclusive<u8> = 200..=254;
 
 /// One localocean instance's network (`198.18.<slot>.0/24` for slots below 256).
@@ -30,8 +31,8 @@ impl Subnet {
         Subnet { slot }
     }
 
-    /// The `n`th address of the /24 (1 is the bridge, droplets use [`DROPLET_HOSTS`], reserved
-    /// IPs [`RESERVED_IP_HOSTS`]).
+    /// The `n`th address of the /24 (1 is the bridge, droplets use [`DROPLET_HOSTS`], load
+    /// balancers [`LOAD_BALANCER_HOSTS`], reserved IPs [`RESERVED_IP_HOSTS`]).
     pub fn host(&self, n: u8) -> Ipv4Addr {
         Ipv4Addr::new(
             198,
@@ -44,6 +45,21 @@ impl Subnet {
     /// The addresses reserved IPs are made from, lowest first.
     pub fn reserved_ips(&self) -> Vec<Ipv4Addr> {
         RESERVED_IP_HOSTS.map(|n| self.host(n)).collect()
+    }
+
+    /// The addresses load balancers are given, lowest first.
+    pub fn load_balancer_ips(&self) -> Vec<Ipv4Addr> {
+        LOAD_BALANCER_HOSTS.map(|n| self.host(n)).collect()
+    }
+
+    /// A load balancer's namespace and the host end of its veth, named by its address
+    /// (unique in the instance; `lo511b199` fits the 15 bytes of an interface name).
+    pub fn balancer_netns_name(&self, ip: Ipv4Addr) -> String {
+        format!("lo{}-b{}", self.slot, ip.octets()[3])
+    }
+
+    pub fn balancer_veth_name(&self, ip: Ipv4Addr) -> String {
+        format!("lo{}b{}", self.slot, ip.octets()[3])
     }
 
     pub fn bridge_ip(&self) -> Ipv4Addr {
@@ -134,77 +150,93 @@ pub async fn create_droplet_net(net: Subnet, droplet_id: u64, ip: Ipv4Addr) -> S
     delete_droplet_net(net, droplet_id).await;
     let ns = net.netns_name(droplet_id);
     let veth = net.veth_name(droplet_id);
-    let br = net.bridge_name();
-    let cidr = format!("{ip}/24");
-    let gw = net.bridge_ip().to_string();
-    sys::run("ip", &["netns", "add", ns.as_str()]).await?;
-    let r = async {
-        sys::run(
-            "ip",
-            &[
-                "link",
-                "add",
-                veth.as_str(),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                ns.as_str(),
-            ],
-        )
-        .await?;
-        sys::run("ip", &["link", "set", veth.as_str(), "master", br.as_str()]).await?;
-        sys::run("ip", &["link", "set", veth.as_str(), "up"]).await?;
-        let n = ns.as_str();
-        sys::run("ip", &["-n", n, "link", "set", "lo", "up"]).await?;
-        sys::run(
-            "ip",
-            &["-n", n, "addr", "add", cidr.as_str(), "dev", "eth0"],
-        )
-        .await?;
-        sys::run("ip", &["-n", n, "link", "set", "eth0", "up"]).await?;
-        sys::run(
-            "ip",
-            &["-n", n, "route", "add", "default", "via", gw.as_str()],
-        )
-        .await?;
-        // As on a droplet, the metadata service's link-local address has a route of its own.
-        let metadata = METADATA_IP.to_string();
-        sys::run(
-            "ip",
-            &[
-                "-n",
-                n,
-                "route",
-                "add",
-                metadata.as_str(),
-                "via",
-                gw.as_str(),
-                "dev",
-                "eth0",
-            ],
-        )
-        .await?;
-        Ok(())
-    }
-    .await;
+    let r = create_ns(net, &ns, &veth, ip).await;
     if r.is_err() {
         delete_droplet_net(net, droplet_id).await;
     }
     r
 }
 
+/// A load balancer's namespace: `eth0` at its address on the bridge, as a droplet's, with
+/// nothing else in it but HAProxy.
+pub async fn create_balancer_net(net: Subnet, ip: Ipv4Addr) -> SysResult<()> {
+    delete_balancer_net(net, ip).await;
+    let r = create_ns(
+        net,
+        &net.balancer_netns_name(ip),
+        &net.balancer_veth_name(ip),
+        ip,
+    )
+    .await;
+    if r.is_err() {
+        delete_balancer_net(net, ip).await;
+    }
+    r
+}
+
+/// Removes the load balancer's namespace and veth; succeeds when they are already gone.
+pub async fn delete_balancer_net(net: Subnet, ip: Ipv4Addr) {
+    delete_ns(&net.balancer_netns_name(ip), &net.balancer_veth_name(ip)).await;
+}
+
+async fn create_ns(net: Subnet, ns: &str, veth: &str, ip: Ipv4Addr) -> SysResult<()> {
+    let br = net.bridge_name();
+    let cidr = format!("{ip}/24");
+    let gw = net.bridge_ip().to_string();
+    sys::run("ip", &["netns", "add", ns]).await?;
+    sys::run(
+        "ip",
+        &[
+            "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+        ],
+    )
+    .await?;
+    sys::run("ip", &["link", "set", veth, "master", br.as_str()]).await?;
+    sys::run("ip", &["link", "set", veth, "up"]).await?;
+    let n = ns;
+    sys::run("ip", &["-n", n, "link", "set", "lo", "up"]).await?;
+    sys::run(
+        "ip",
+        &["-n", n, "addr", "add", cidr.as_str(), "dev", "eth0"],
+    )
+    .await?;
+    sys::run("ip", &["-n", n, "link", "set", "eth0", "up"]).await?;
+    sys::run(
+        "ip",
+        &["-n", n, "route", "add", "default", "via", gw.as_str()],
+    )
+    .await?;
+    // As on a droplet, the metadata service's link-local address has a route of its own.
+    let metadata = METADATA_IP.to_string();
+    sys::run(
+        "ip",
+        &[
+            "-n",
+            n,
+            "route",
+            "add",
+            metadata.as_str(),
+            "via",
+            gw.as_str(),
+            "dev",
+            "eth0",
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Removes the namespace and the veth; succeeds when they are already gone.
 pub async fn delete_droplet_net(net: Subnet, droplet_id: u64) {
-    let ns = net.netns_name(droplet_id);
-    let veth = net.veth_name(droplet_id);
-    if link_exists(&veth).await {
-        sys::run_quiet("ip", &["link", "del", veth.as_str()]).await;
+    delete_ns(&net.netns_name(droplet_id), &net.veth_name(droplet_id)).await;
+}
+
+async fn delete_ns(ns: &str, veth: &str) {
+    if link_exists(veth).await {
+        sys::run_quiet("ip", &["link", "del", veth]).await;
     }
-    if netns_exists(&ns).await {
-        sys::run_quiet("ip", &["netns", "del", ns.as_str()]).await;
+    if netns_exists(ns).await {
+        sys::run_quiet("ip", &["netns", "del", ns]).await;
     }
 }
 
@@ -262,7 +294,8 @@ pub async fn forget_neighbour(net: Subnet, ip: Ipv4Addr) {
         &["neigh", "flush", "to", ip.as_str(), "dev", br.as_str()],
     )
     .await;
-    let prefix = format!("lo{}-d", net.slot);
+    // Droplets' (`lo<slot>-d…`) and load balancers' (`lo<slot>-b…`) namespaces.
+    let prefix = format!("lo{}-", net.slot);
     let Ok(entries) = std::fs::read_dir("/run/netns") else {
         return;
     };
@@ -348,5 +381,12 @@ mod tests {
         assert_eq!(reserved.first(), Some(&Ipv4Addr::new(198, 19, 44, 200)));
         assert_eq!(reserved.last(), Some(&Ipv4Addr::new(198, 19, 44, 254)));
         assert!(!DROPLET_HOSTS.contains(&200));
+        let lbs = s.load_balancer_ips();
+        assert_eq!(lbs.first(), Some(&Ipv4Addr::new(198, 19, 44, 150)));
+        assert!(lbs
+            .iter()
+            .all(|ip| !reserved.contains(ip) && !DROPLET_HOSTS.contains(&ip.octets()[3])));
+        assert_eq!(s.balancer_netns_name(lbs[0]), "lo300-b150");
+        assert!(Subnet::new(511).balancer_veth_name(lbs[49]).len() <= 15);
     }
 }

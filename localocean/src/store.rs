@@ -169,6 +169,39 @@ pub struct ReservedIp {
     pub project_id: String,
 }
 
+/// A load balancer (DigitalOcean's `load_balancer`): what the API was given, with the
+/// spec's defaults filled in, plus what it assigned.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoadBalancer {
+    pub id: String,
+    pub name: String,
+    /// Assigned at creation from the instance's load balancer addresses; shown once active.
+    pub ip: String,
+    /// `new`, `active`, `errored`.
+    pub status: String,
+    pub created_at: String,
+    pub region: String,
+    pub size_unit: u32,
+    /// The deprecated `size`, echoed when it was given.
+    pub size: Option<String>,
+    pub forwarding_rules: Vec<crate::balancer::ForwardingRule>,
+    pub health_check: crate::balancer::HealthCheck,
+    pub sticky_sessions: crate::balancer::StickySessions,
+    pub redirect_http_to_https: bool,
+    pub enable_proxy_protocol: bool,
+    pub enable_backend_keepalive: bool,
+    pub http_idle_timeout_seconds: u32,
+    pub disable_lets_encrypt_dns_records: bool,
+    pub firewall: crate::balancer::LbFirewall,
+    pub vpc_uuid: String,
+    pub project_id: String,
+    /// The droplets named by id (empty when `tag` names them).
+    pub droplet_ids: Vec<u64>,
+    /// Every droplet with this tag is behind it, as it is tagged; empty when by id.
+    pub tag: String,
+    pub tls_cipher_policy: String,
+}
+
 /// Everything the API persists. Maps are ordered so listings are stable (creation order
 /// for numeric ids).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -188,6 +221,9 @@ pub struct State {
     /// In creation order.
     #[serde(default)]
     pub reserved_ips: Vec<ReservedIp>,
+    /// In creation order (random UUID ids).
+    #[serde(default)]
+    pub load_balancers: Vec<LoadBalancer>,
 }
 
 impl State {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use crate::api::{self, ApiConfig, App};
+use crate::balancer::BalancerSpec;
 use crate::hypervisor::{Hypervisor, MachineInfo, MachineSpec, Power, VolumeSpec};
 use crate::spaces::{Grant, IssuedKey, SpacesBackend};
 
@@ -16,8 +17,10 @@ use crate::spaces::{Grant, IssuedKey, SpacesBackend};
 /// call as one line: `create <id> <name> keys=<n> volumes=<n>`, `delete <id>`,
 /// `power <id> <action>`, `resize <id> <mib> <vcpus>`, `create_volume <name> <gib>`,
 /// `resize_volume <name> <gib>`, `delete_volume <id>`, `attach_volume <droplet> <name>`,
-/// `detach_volume <droplet> <name>`, `set_reserved_ip <droplet> <ip|none>`. Reserved IPs
-/// come from 198.19.255.200 up, far from its droplets' addresses.
+/// `detach_volume <droplet> <name>`, `set_reserved_ip <droplet> <ip|none>`,
+/// `apply_load_balancer <id> <ip> rules=<entry ports> droplets=<ids>`,
+/// `delete_load_balancer <id>`. Reserved IPs come from 198.19.255.200 up, load balancers
+/// from 198.19.255.150 up, far from its droplets' addresses.
 #[derive(Default)]
 pub struct NullHypervisor {
     calls: Mutex<Vec<String>>,
@@ -100,6 +103,34 @@ impl Hypervisor for NullHypervisor {
             Some(ip) => self.log(format!("set_reserved_ip {droplet_id} {ip}")),
             None => self.log(format!("set_reserved_ip {droplet_id} none")),
         }
+        Ok(())
+    }
+    fn load_balancer_pool(&self) -> Vec<Ipv4Addr> {
+        crate::net::Subnet::new(511).load_balancer_ips()
+    }
+    async fn apply_load_balancer(&self, spec: &BalancerSpec) -> anyhow::Result<()> {
+        let join = |v: Vec<String>| v.join(",");
+        self.log(format!(
+            "apply_load_balancer {} {} rules={} droplets={}",
+            spec.id,
+            spec.ip,
+            join(
+                spec.forwarding_rules
+                    .iter()
+                    .map(|r| r.entry_port.to_string())
+                    .collect()
+            ),
+            join(
+                spec.backends
+                    .iter()
+                    .map(|b| b.droplet_id.to_string())
+                    .collect()
+            ),
+        ));
+        Ok(())
+    }
+    async fn delete_load_balancer(&self, id: &str) -> anyhow::Result<()> {
+        self.log(format!("delete_load_balancer {id}"));
         Ok(())
     }
     async fn create_volume(&self, v: &VolumeSpec) -> anyhow::Result<()> {

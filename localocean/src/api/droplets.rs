@@ -116,7 +116,7 @@ pub(crate) fn droplet_json(d: &Droplet) -> Value {
 }
 
 /// A stable VPC id per region, standing for DO's default VPC.
-fn default_vpc(region: &str) -> String {
+pub(crate) fn default_vpc(region: &str) -> String {
     use sha2::Digest;
     let h = hex::encode(sha2::Sha256::digest(format!("localocean-vpc-{region}")));
     format!(
@@ -359,6 +359,8 @@ async fn boot(app: Arc<App>, id: u64, action_id: u64, faults: (Option<Duration>,
                     Ok(true)
                 })
                 .unwrap_or(false);
+            // It has an address now: load balancers that name or tag it take it in.
+            app.lb_sync.changed();
             if !still_there {
                 // Deleted while booting: the machine must not outlive its droplet.
                 if let Err(e) = app.hv.delete(id).await {
@@ -426,8 +428,14 @@ async fn destroy(app: &Arc<App>, id: u64) -> Result<(), ApiError> {
         {
             r.droplet_id = None;
         }
+        // DigitalOcean takes a deleted droplet out of its load balancers.
+        for lb in s.load_balancers.iter_mut() {
+            lb.droplet_ids.retain(|d| *d != id);
+        }
         Ok::<_, ApiError>(())
-    })
+    })?;
+    app.lb_sync.changed();
+    Ok(())
 }
 
 pub async fn delete(

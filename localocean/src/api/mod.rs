@@ -7,6 +7,7 @@ mod droplets;
 mod error;
 mod firewalls;
 mod keys;
+mod load_balancers;
 pub mod metadata;
 mod reserved_ips;
 mod spaces_keys;
@@ -79,6 +80,8 @@ pub struct App {
     /// access token in DigitalOcean's control panel: the same account, a rate limit of its
     /// own. In memory only (a restart forgets them).
     minted: RwLock<Vec<String>>,
+    /// Keeps the machines' load balancers in line with the store.
+    pub(crate) lb_sync: Arc<load_balancers::LbSync>,
 }
 
 impl App {
@@ -98,7 +101,7 @@ impl App {
             }
             Ok(())
         })?;
-        Ok(Arc::new(App {
+        let app = Arc::new(App {
             config,
             store: Arc::new(store),
             faults: Arc::new(Faults::new()),
@@ -107,12 +110,21 @@ impl App {
             ssh_faults: RwLock::new(None),
             rate: Mutex::new(HashMap::new()),
             minted: RwLock::new(Vec::new()),
-        }))
+            lb_sync: Default::default(),
+        });
+        load_balancers::spawn_sync(&app);
+        Ok(app)
     }
 
     /// Registers what the `ssh_refused` fault calls.
     pub fn set_ssh_faults(&self, ssh: Arc<dyn SshFaults>) {
         *self.ssh_faults.write().unwrap_or_else(|e| e.into_inner()) = Some(ssh);
+    }
+
+    /// Every load balancer the API holds.
+    pub fn load_balancer_ids(&self) -> Vec<String> {
+        self.store
+            .read(|s| s.load_balancers.iter().map(|l| l.id.clone()).collect())
     }
 
     /// Every droplet the API holds, whatever its status.
@@ -270,6 +282,24 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/v2/reserved_ips/{ip}/actions/{action_id}",
             get(reserved_ips::action_get),
+        )
+        .route(
+            "/v2/load_balancers",
+            get(load_balancers::list).post(load_balancers::create),
+        )
+        .route(
+            "/v2/load_balancers/{lb_id}",
+            get(load_balancers::get)
+                .put(load_balancers::update)
+                .delete(load_balancers::delete),
+        )
+        .route(
+            "/v2/load_balancers/{lb_id}/droplets",
+            post(load_balancers::add_droplets).delete(load_balancers::remove_droplets),
+        )
+        .route(
+            "/v2/load_balancers/{lb_id}/forwarding_rules",
+            post(load_balancers::add_rules).delete(load_balancers::remove_rules),
         )
         .route("/v2/tags", post(tags::create))
         .route(

@@ -47,7 +47,7 @@ fn find<'a>(s: &'a StoreState, raw: &str) -> Result<&'a ReservedIp, ApiError> {
 }
 
 /// A stable project id standing for the account's default project.
-fn default_project() -> String {
+pub(crate) fn default_project() -> String {
     "7e1b4c2a-6f0d-4d8e-9a51-3c2f0b6d9e41".to_string()
 }
 

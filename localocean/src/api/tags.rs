@@ -116,6 +116,8 @@ pub async fn assign(
         }
         Ok::<_, ApiError>(())
     })?;
+    // Load balancers that select droplets by tag follow.
+    app.lb_sync.changed();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -136,5 +138,7 @@ pub async fn unassign(
         }
         Ok::<_, ApiError>(())
     })?;
+    // Load balancers that select droplets by tag follow.
+    app.lb_sync.changed();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,6 +2,7 @@
 //! namespace on the instance bridge, a NoCloud seed from the droplet's user data.
 
 pub mod apt_cache;
+pub mod balancer;
 mod devices;
 mod ssh_fault;
 pub mod sys;
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
+use crate::balancer::BalancerSpec;
 use crate::hypervisor::{Hypervisor, MachineInfo, MachineSpec, Power, VolumeSpec};
 use crate::image;
 use crate::instance::{StateDir, APT_PROXY_PORT};
@@ -84,6 +86,9 @@ pub struct Nspawn {
     locks: std::sync::Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     /// Serialises address allocation.
     alloc: tokio::sync::Mutex<()>,
+    /// Serialises changes to load balancers; true once `stop_all` ran (localocean is
+    /// exiting), after which none is started again.
+    balancers: tokio::sync::Mutex<bool>,
 }
 
 struct Paths {
@@ -126,6 +131,7 @@ impl Nspawn {
             cfg,
             locks: Default::default(),
             alloc: Default::default(),
+            balancers: Default::default(),
         }
     }
 
@@ -453,8 +459,35 @@ impl Nspawn {
         created
     }
 
-    /// Stops every machine but keeps its disk and power setting, for localocean's exit.
+    /// Removes load balancers whose id the API no longer holds (a delete cut short).
+    pub async fn remove_orphan_balancers(&self, ids: &[String]) {
+        let _g = self.balancers.lock().await;
+        for rec in balancer::read_records(&self.cfg.state) {
+            if !ids.contains(&rec.id) {
+                tracing::warn!("removing load balancer {} the API no longer holds", rec.id);
+                if let Err(e) =
+                    balancer::remove(&self.cfg.state, self.cfg.subnet, &rec.id, false).await
+                {
+                    tracing::error!("removing load balancer {}: {e}", rec.id);
+                }
+            }
+        }
+    }
+
+    /// Stops every machine but keeps its disk and power setting, and every load balancer
+    /// but keeps its files, for localocean's exit (the next start runs them again).
     pub async fn stop_all(&self) {
+        {
+            let mut closed = self.balancers.lock().await;
+            *closed = true;
+            for rec in balancer::read_records(&self.cfg.state) {
+                if let Err(e) =
+                    balancer::remove(&self.cfg.state, self.cfg.subnet, &rec.id, true).await
+                {
+                    tracing::warn!("stopping load balancer {}: {e}", rec.id);
+                }
+            }
+        }
         let futs = self.records().into_iter().map(|rec| async move {
             let lock = self.lock(rec.droplet_id);
             let _g = lock.lock().await;
@@ -635,6 +668,30 @@ impl Hypervisor for Nspawn {
 
     fn reserved_ip_pool(&self) -> Vec<Ipv4Addr> {
         self.cfg.subnet.reserved_ips()
+    }
+
+    fn load_balancer_pool(&self) -> Vec<Ipv4Addr> {
+        self.cfg.subnet.load_balancer_ips()
+    }
+
+    async fn apply_load_balancer(&self, spec: &BalancerSpec) -> anyhow::Result<()> {
+        let closed = self.balancers.lock().await;
+        if *closed {
+            anyhow::bail!(
+                "localocean is stopping: load balancer {} not started",
+                spec.id
+            );
+        }
+        balancer::apply(&self.cfg.state, self.cfg.subnet, spec)
+            .await
+            .map_err(|e| anyhow::anyhow!("load balancer {} ({}): {e}", spec.id, spec.ip))
+    }
+
+    async fn delete_load_balancer(&self, id: &str) -> anyhow::Result<()> {
+        let _g = self.balancers.lock().await;
+        balancer::remove(&self.cfg.state, self.cfg.subnet, id, false)
+            .await
+            .map_err(|e| anyhow::anyhow!("deleting load balancer {id}: {e}"))
     }
 
     async fn set_reserved_ip(&self, droplet_id: u64, ip: Option<Ipv4Addr>) -> anyhow::Result<()> {
@@ -856,9 +913,11 @@ fn tail(path: &Path, max: usize) -> String {
     s[start..].to_string()
 }
 
-/// Removes every machine recorded in `state` (processes, mounts, namespaces, directories),
-/// whether or not localocean is still running: `localocean down` after a crash.
+/// Removes every machine and load balancer recorded in `state` (processes, mounts,
+/// namespaces, directories), whether or not localocean is still running: `localocean down`
+/// after a crash.
 pub async fn purge(state: &StateDir, subnet: Subnet) {
+    balancer::purge(state, subnet).await;
     let nspawn = Nspawn::new(NspawnConfig::new(state.clone(), subnet));
     for rec in nspawn.records() {
         if let Err(e) = nspawn.delete(rec.droplet_id).await {

@@ -823,6 +823,242 @@ async fn conformance_every_operation() {
     h.wait_action(r.body["action"]["id"].as_u64().unwrap())
         .await;
 
+    // Load balancers: by droplet id (HTTP on 80, TLS passed through on 443, a health check
+    // of our own), then by tag; new until the machines run it, then active at an address of
+    // the instance's load balancer range; every change reaches the machines.
+    let lbl = "/v2/load_balancers";
+    let lbp = "/v2/load_balancers/{lb_id}";
+    let rules = json!([
+        {"entry_protocol": "http", "entry_port": 80, "target_protocol": "http", "target_port": 80},
+        {"entry_protocol": "https", "entry_port": 443, "target_protocol": "https",
+         "target_port": 443, "tls_passthrough": true}
+    ]);
+    let r = h
+        .call(
+            "POST",
+            lbl,
+            lbl,
+            Some(json!({
+                "name": "reg-lb", "region": "nyc3", "size_unit": 1, "forwarding_rules": rules,
+                "health_check": {"protocol": "http", "port": 80, "path": "/healthz",
+                    "check_interval_seconds": 3, "response_timeout_seconds": 3,
+                    "unhealthy_threshold": 2, "healthy_threshold": 2},
+                "sticky_sessions": {"type": "none"}, "droplet_ids": [d1],
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let lb = &r.body["load_balancer"];
+    assert_eq!(lb["status"], "new");
+    assert_eq!(lb["ip"], "");
+    assert_eq!(lb["droplet_ids"], json!([d1]));
+    assert_eq!(lb["tag"], "");
+    assert_eq!(lb["forwarding_rules"][0]["certificate_id"], "");
+    assert_eq!(lb["forwarding_rules"][1]["tls_passthrough"], true);
+    assert_eq!(lb["health_check"]["path"], "/healthz");
+    assert_eq!(lb["health_check"]["unhealthy_threshold"], 2);
+    assert_eq!(lb["region"]["slug"], "nyc3");
+    assert_eq!(lb["size_unit"], 1);
+    let lb1 = lb["id"].as_str().unwrap().to_string();
+    let lb = h.wait_lb(&lb1).await;
+    assert_eq!(lb["status"], "active");
+    let lb_ip = lb["ip"].as_str().unwrap().to_string();
+    assert_eq!(lb_ip, "198.19.255.150");
+    h.wait_call(&format!(
+        "apply_load_balancer {lb1} {lb_ip} rules=80,443 droplets={d1}"
+    ))
+    .await;
+    let lbd = "/v2/load_balancers/{lb_id}/droplets";
+    let r = h
+        .call(
+            "POST",
+            lbd,
+            &format!("{lbl}/{lb1}/droplets"),
+            Some(json!({"droplet_ids": [multi[0]]})),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    h.wait_call(&format!(
+        "apply_load_balancer {lb1} {lb_ip} rules=80,443 droplets={d1},{}",
+        multi[0]
+    ))
+    .await;
+    let r = h
+        .call(
+            "DELETE",
+            lbd,
+            &format!("{lbl}/{lb1}/droplets"),
+            Some(json!({"droplet_ids": [d1]})),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    h.wait_call(&format!(
+        "apply_load_balancer {lb1} {lb_ip} rules=80,443 droplets={}",
+        multi[0]
+    ))
+    .await;
+    let lbr = "/v2/load_balancers/{lb_id}/forwarding_rules";
+    let ssh_rule = json!({"forwarding_rules": [{"entry_protocol": "tcp", "entry_port": 2222,
+        "target_protocol": "tcp", "target_port": 22}]});
+    let r = h
+        .call(
+            "POST",
+            lbr,
+            &format!("{lbl}/{lb1}/forwarding_rules"),
+            Some(ssh_rule.clone()),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = h.call("GET", lbp, &format!("{lbl}/{lb1}"), None).await;
+    assert_eq!(
+        r.body["load_balancer"]["forwarding_rules"][2]["target_port"],
+        22
+    );
+    h.wait_call(&format!(
+        "apply_load_balancer {lb1} {lb_ip} rules=80,443,2222 droplets={}",
+        multi[0]
+    ))
+    .await;
+    let r = h
+        .call(
+            "DELETE",
+            lbr,
+            &format!("{lbl}/{lb1}/forwarding_rules"),
+            Some(ssh_rule),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = h.call("GET", lbp, &format!("{lbl}/{lb1}"), None).await;
+    assert_eq!(
+        r.body["load_balancer"]["forwarding_rules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // A PUT is the whole balancer: by tag now, and the health check it leaves out is back
+    // to the spec's defaults.
+    let r = h
+        .call(
+            "PUT",
+            lbp,
+            &format!("{lbl}/{lb1}"),
+            Some(
+                json!({"name": "reg-lb", "region": "nyc3", "forwarding_rules": rules,
+                        "tag": "multi"}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let lb = &r.body["load_balancer"];
+    assert_eq!(lb["tag"], "multi");
+    assert_eq!(lb["ip"], lb_ip.as_str());
+    assert_eq!(lb["droplet_ids"], json!(multi));
+    assert_eq!(lb["health_check"]["path"], "/");
+    assert_eq!(lb["health_check"]["check_interval_seconds"], 10);
+    assert_eq!(lb["health_check"]["unhealthy_threshold"], 5);
+    assert_eq!(lb["health_check"]["healthy_threshold"], 3);
+    h.wait_call(&format!(
+        "apply_load_balancer {lb1} {lb_ip} rules=80,443 droplets={},{}",
+        multi[0], multi[1]
+    ))
+    .await;
+    let r = h.call("GET", lbl, lbl, None).await;
+    assert_eq!(r.body["meta"]["total"], 1);
+    assert_eq!(r.body["load_balancers"][0]["id"], lb1.as_str());
+    // Refused: droplets by id on a balancer by tag, both at once, checks out of DO's
+    // ranges, passthrough on http, TLS termination (no certificates here), UDP, an unknown
+    // droplet, and a missing rule list.
+    let r = h
+        .raw(
+            "POST",
+            &format!("{lbl}/{lb1}/droplets"),
+            Some(&json!({"droplet_ids": [d1]}).to_string()),
+            Some(TOKEN),
+        )
+        .await;
+    assert_error(&r, 422, "unprocessable_entity");
+    let base = json!({"name": "bad", "region": "nyc3", "forwarding_rules": rules});
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b.to_string()
+    };
+    let http_rule = |extra: Value| {
+        let mut r = json!({"entry_protocol": "http", "entry_port": 80,
+                           "target_protocol": "http", "target_port": 80});
+        for (k, v) in extra.as_object().unwrap() {
+            r[k] = v.clone();
+        }
+        json!([r])
+    };
+    for (what, body) in [
+        ("both", {
+            let mut b = base.clone();
+            b["droplet_ids"] = json!([d1]);
+            b["tag"] = json!("multi");
+            b.to_string()
+        }),
+        (
+            "interval",
+            with("health_check", json!({"check_interval_seconds": 1})),
+        ),
+        (
+            "threshold",
+            with("health_check", json!({"unhealthy_threshold": 11})),
+        ),
+        ("path", with("health_check", json!({"path": "/a b"}))),
+        (
+            "passthrough on http",
+            with(
+                "forwarding_rules",
+                http_rule(json!({"tls_passthrough": true})),
+            ),
+        ),
+        (
+            "termination",
+            with(
+                "forwarding_rules",
+                json!([{"entry_protocol": "https", "entry_port": 443, "target_protocol": "http",
+                        "target_port": 80, "certificate_id": "892071a0-bb95-49bc-8021-3afd67a210bf"}]),
+            ),
+        ),
+        (
+            "udp",
+            with(
+                "forwarding_rules",
+                json!([{"entry_protocol": "udp", "entry_port": 53, "target_protocol": "udp",
+                        "target_port": 53}]),
+            ),
+        ),
+        (
+            "port",
+            with("forwarding_rules", http_rule(json!({"entry_port": 70000}))),
+        ),
+        ("droplet", with("droplet_ids", json!([1]))),
+        ("no rules", with("forwarding_rules", json!([]))),
+        ("firewall", with("firewall", json!({"allow": ["1.2.3.4"]}))),
+        ("sticky", with("sticky_sessions", json!({"type": "ip"}))),
+    ] {
+        let r = h.raw("POST", lbl, Some(&body), Some(TOKEN)).await;
+        assert_eq!(r.status, 422, "{what}: {}", r.text);
+        assert_error(&r, 422, "unprocessable_entity");
+    }
+    let r = h
+        .raw(
+            "GET",
+            "/v2/load_balancers/4de7ac8b-495b-4884-9a69-1050c6793cd6",
+            None,
+            Some(TOKEN),
+        )
+        .await;
+    assert_error(&r, 404, "not_found");
+    let r = h.call("GET", lbl, lbl, None).await;
+    assert_eq!(
+        r.body["meta"]["total"], 1,
+        "a refused create left a balancer"
+    );
+
     // Deletes.
     let r = h
         .call("DELETE", fp, &format!("/v2/firewalls/{fw}"), None)
@@ -866,6 +1102,23 @@ async fn conformance_every_operation() {
     assert_eq!(r.body["meta"]["total"], 0);
     let r = h.call("GET", ipp, &format!("{rl}/{ip1}"), None).await;
     assert_eq!(r.body["reserved_ip"]["droplet"], Value::Null, "{}", r.text);
+    // The tagged droplets are gone: the balancer is left with none, then deleted.
+    let r = h.call("GET", lbp, &format!("{lbl}/{lb1}"), None).await;
+    assert_eq!(r.body["load_balancer"]["droplet_ids"], json!([]));
+    h.wait_call(&format!(
+        "apply_load_balancer {lb1} {lb_ip} rules=80,443 droplets="
+    ))
+    .await;
+    let r = h.call("DELETE", lbp, &format!("{lbl}/{lb1}"), None).await;
+    assert_eq!(r.status, 204);
+    assert!(h
+        .hv
+        .calls()
+        .contains(&format!("delete_load_balancer {lb1}")));
+    let r = h
+        .raw("GET", &format!("{lbl}/{lb1}"), None, Some(TOKEN))
+        .await;
+    assert_error(&r, 404, "not_found");
     for ip in [&ip1, &ip2] {
         let r = h.call("DELETE", ipp, &format!("{rl}/{ip}"), None).await;
         assert_eq!(r.status, 204);
@@ -886,7 +1139,7 @@ async fn conformance_every_operation() {
         "conformance: checked {ops} operations, {} responses",
         h.responses.load(Ordering::SeqCst)
     );
-    assert!(ops >= 64, "only {ops} operations exercised");
+    assert!(ops >= 80, "only {ops} operations exercised");
     drop(h.api);
 }
 

@@ -192,6 +192,43 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// Waits until the null hypervisor has been asked for `call` (the load balancers' sync
+    /// runs in the background); panics after 10 s with every call made.
+    async fn wait_call(&self, call: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.hv.calls().iter().any(|c| c == call) {
+            assert!(
+                Instant::now() < deadline,
+                "never called {call:?}; calls: {:#?}",
+                self.hv.calls()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls the load balancer until it is no longer `new`; returns it.
+    async fn wait_lb(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self
+                .call(
+                    "GET",
+                    "/v2/load_balancers/{lb_id}",
+                    &format!("/v2/load_balancers/{id}"),
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            if r.body["load_balancer"]["status"] != "new" {
+                return r.body["load_balancer"].clone();
+            }
+            assert!(Instant::now() < deadline, "load balancer {id} stayed new");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 fn assert_error(r: &Resp, status: u16, id: &str) {
     assert_eq!(r.status, status, "expected {status} {id}, got {}", r.text);
     assert_eq!(r.body["id"], id, "{}", r.text);

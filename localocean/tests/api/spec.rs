@@ -14,8 +14,16 @@ pub(super) struct Spec {
 pub(super) fn spec() -> &'static Spec {
     static SPEC: OnceLock<Spec> = OnceLock::new();
     SPEC.get_or_init(|| {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/do-openapi.yaml");
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+        // `shared/` beside the clone (CI, /work/main) or higher up (a worktree in /work/wt/).
+        let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let path = manifest
+            .ancestors()
+            .skip(2)
+            .map(|d| d.join("shared/do-openapi.yaml"))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| manifest.join("../../shared/do-openapi.yaml"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
         let yaml: serde_yaml::Value =
             serde_yaml::from_str(&widen_huge_integers(&text)).expect("do-openapi.yaml parses");
         Spec {

@@ -1,6 +1,7 @@
 //! Real droplets on this host (needs root, debootstrap and systemd-nspawn; builds the cached
 //! image on first run): boot, SSH, cloud-init, apt through the proxy, volumes, faults, cleanup.
 
+mod load_balancer;
 mod reserved_ip;
 mod volumes;
 
@@ -421,6 +422,8 @@ async fn up_restart_and_down_after_crash_leave_nothing() {
         let disk_size = format!("blockdev --getsize64 {disk}");
         assert_eq!(ssh_ok(&key, ip, &disk_size).trim(), "1073741824");
         droplet_sees_its_metadata(&key, ip, id);
+        let (lb, lb_ip) = make_balancer(&ready, &sd, id).await;
+        let lb_first = balancer_pid(&sd, &lb);
         let hv_pid = |sd: &StateDir| -> i32 {
             process::read_pid_file(&sd.machines().join(id.to_string()).join("nspawn.pid"))
                 .expect("nspawn.pid")
@@ -432,6 +435,8 @@ async fn up_restart_and_down_after_crash_leave_nothing() {
         assert_eq!(up_json(&state), ready, "same instance after a crash");
         assert_eq!(hv_pid(&sd), first, "running machine adopted, not restarted");
         assert_eq!(ssh_ok(&key, ip, "hostname").trim(), "tf-acc-test-up");
+        assert_eq!(balancer_pid(&sd, &lb), lb_first, "load balancer adopted");
+        assert_eq!(banner(lb_ip, 2222), "SSH-", "load balancer after a crash");
 
         let pid = serve_pid(&sd);
         process::signal(pid, libc::SIGTERM);
@@ -442,6 +447,10 @@ async fn up_restart_and_down_after_crash_leave_nothing() {
         assert!(
             !process::alive(first),
             "machine kept running after serve stopped"
+        );
+        assert!(
+            !process::alive(lb_first),
+            "load balancer kept running after serve stopped"
         );
         assert_eq!(up_json(&state), ready, "same instance after a restart");
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -454,9 +463,11 @@ async fn up_restart_and_down_after_crash_leave_nothing() {
         }
         assert_eq!(ssh_ok(&key, ip, "hostname").trim(), "tf-acc-test-up");
         assert_ne!(hv_pid(&sd), first);
-        // The restarted localocean made the volume's disk again.
+        // The restarted localocean made the volume's disk again, and runs the balancer.
         assert_eq!(ssh_ok(&key, ip, &disk_size).trim(), "1073741824");
-        id
+        wait_banner(lb_ip, 2222, "load balancer after a restart").await;
+        assert_ne!(balancer_pid(&sd, &lb), lb_first);
+        (id, lb, lb_ip)
     });
     let made = futures::FutureExt::catch_unwind(lifecycle).await;
 
@@ -476,6 +487,15 @@ async fn up_restart_and_down_after_crash_leave_nothing() {
             )
         })
         .collect();
+    let balancers: Vec<(i32, Ipv4Addr)> = machines::balancer::read_records(&sd)
+        .iter()
+        .filter_map(|r| {
+            Some((
+                process::read_pid_file(&sd.balancers().join(&r.id).join("haproxy.pid"))?,
+                r.ip,
+            ))
+        })
+        .collect();
     if made.is_err() {
         // `down` removes the state dir; keep the log that explains the failure.
         let _ = std::fs::copy(sd.log(), tmp.path().join("failed-localocean.log"));
@@ -488,8 +508,8 @@ async fn up_restart_and_down_after_crash_leave_nothing() {
         "down: {}",
         String::from_utf8_lossy(&down.stderr)
     );
-    let droplet_id = match made {
-        Ok(id) => id,
+    let (droplet_id, _, _) = match made {
+        Ok(made) => made,
         Err(panic) => {
             eprintln!("test state kept in {}", tmp.keep().display());
             std::panic::resume_unwind(panic)
@@ -500,6 +520,10 @@ async fn up_restart_and_down_after_crash_leave_nothing() {
 
     std::thread::sleep(Duration::from_millis(500));
     assert_instance_gone(&state, subnet, droplet_id, serve, &machine_pids);
+    assert_eq!(balancers.len(), 1);
+    for (pid, ip) in balancers {
+        assert_balancer_gone(subnet, pid, ip);
+    }
 }
 
 /// Nothing of an instance is left: its serve and machines, the droplet's namespace and veth,
@@ -583,6 +607,8 @@ async fn up_exit_with_removes_everything_once_the_watched_process_is_gone() {
     );
     let ready: serde_json::Value = serde_json::from_slice(&out.stdout).expect("up --json");
     let (id, ip, key) = make_droplet(&ready, tmp.path()).await;
+    let (lb, lb_ip) = make_balancer(&ready, &sd, id).await;
+    let haproxy = balancer_pid(&sd, &lb);
     let subnet = localocean::instance::InstanceConfig::load(&sd)
         .unwrap()
         .expect("instance.json")
@@ -602,6 +628,7 @@ async fn up_exit_with_removes_everything_once_the_watched_process_is_gone() {
         "serve ({serve}) still runs after the watched process is gone"
     );
     assert_instance_gone(&state, subnet, id, serve, &[machine]);
+    assert_balancer_gone(subnet, haproxy, lb_ip);
 }
 
 /// Runs `localocean down` on a state dir when dropped (harmless when it is gone already).
@@ -687,6 +714,109 @@ async fn make_droplet(ready: &serde_json::Value, dir: &Path) -> (u64, Ipv4Addr, 
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The first four bytes a TCP connection to `ip:port` receives (`SSH-` from an sshd).
+fn banner(ip: Ipv4Addr, port: u16) -> String {
+    use std::io::Read;
+    let addr = std::net::SocketAddr::from((ip, port));
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 4];
+    match s.read_exact(&mut buf) {
+        Ok(()) => String::from_utf8_lossy(&buf).into_owned(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Waits until `ip:port` forwards to an sshd (a load balancer that runs).
+async fn wait_banner(ip: Ipv4Addr, port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while banner(ip, port) != "SSH-" {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: no sshd behind {ip}:{port}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Creates a load balancer through the API in front of the droplet's sshd (TCP 2222 to 22,
+/// a TCP health check); returns its id and address once it is active and forwards.
+async fn make_balancer(
+    ready: &serde_json::Value,
+    sd: &StateDir,
+    droplet: u64,
+) -> (String, Ipv4Addr) {
+    let api = ready["api_url"].as_str().unwrap();
+    let token = ready["token"].as_str().unwrap();
+    let http = reqwest::Client::new();
+    let lb: serde_json::Value = http
+        .post(format!("{api}/v2/load_balancers"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({
+            "name": "tf-acc-test-lb", "region": "nyc3", "droplet_ids": [droplet],
+            "forwarding_rules": [{"entry_protocol": "tcp", "entry_port": 2222,
+                                  "target_protocol": "tcp", "target_port": 22}],
+            "health_check": {"protocol": "tcp", "port": 22, "check_interval_seconds": 3},
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = lb["load_balancer"]["id"]
+        .as_str()
+        .expect("lb id")
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ip: Ipv4Addr = loop {
+        let lb: serde_json::Value = http
+            .get(format!("{api}/v2/load_balancers/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if lb["load_balancer"]["status"] == "active" {
+            break lb["load_balancer"]["ip"].as_str().unwrap().parse().unwrap();
+        }
+        if Instant::now() > deadline {
+            let log = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+            panic!(
+                "load balancer {id} never active: {lb}\nlocalocean log:\n{}\nhaproxy log:\n{}",
+                log(sd.log()),
+                log(sd.balancers().join(&id).join("haproxy.log"))
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    wait_banner(ip, 2222, "new load balancer").await;
+    (id, ip)
+}
+
+fn balancer_pid(sd: &StateDir, id: &str) -> i32 {
+    process::read_pid_file(&sd.balancers().join(id).join("haproxy.pid")).expect("haproxy.pid")
+}
+
+/// The balancer's HAProxy and namespace are gone.
+fn assert_balancer_gone(subnet: Subnet, pid: i32, ip: Ipv4Addr) {
+    assert!(!process::alive(pid), "haproxy {pid} still alive");
+    let ns = subnet.balancer_netns_name(ip);
+    assert!(
+        !Path::new("/run/netns").join(&ns).exists(),
+        "netns {ns} left"
+    );
+    let st = Command::new("ip")
+        .args(["link", "show", "dev", &subnet.balancer_veth_name(ip)])
+        .output()
+        .unwrap();
+    assert!(!st.status.success(), "balancer veth left");
 }
 
 /// Creates a formatted volume through the API and attaches it to the running droplet;
