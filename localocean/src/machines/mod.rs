@@ -127,6 +127,7 @@ pub fn machine_name(slot: u16, droplet_id: u64) -> String {
 
 impl Nspawn {
     pub fn new(cfg: NspawnConfig) -> Self {
+        sys::ensure_inotify_limits();
         Nspawn {
             cfg,
             locks: Default::default(),

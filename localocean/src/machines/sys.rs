@@ -134,7 +134,36 @@ pub fn is_mounted(path: &Path) -> bool {
     })
 }
 
-/// Writes a file atomically (temp + rename) creating parent dirs.
+/// What the host's inotify limits must be at least. Every running machine's systemd,
+/// journald and services hold inotify instances, all counted against root on the host (the
+/// machines have no user namespace of their own): the kernel's default of 128 instances ran
+/// out under the full test suite, and the next machine's systemd exited at once ("Failed to
+/// create control group inotify object: Too many open files"), or a boot stalled.
+pub const INOTIFY_LIMITS: [(&str, u64); 2] =
+    [("max_user_instances", 8192), ("max_user_watches", 524_288)];
+
+/// Raises the host's inotify limits to [`INOTIFY_LIMITS`]; never lowers them.
+pub fn ensure_inotify_limits() {
+    for (name, want) in INOTIFY_LIMITS {
+        let path = format!("/proc/sys/fs/inotify/{name}");
+        let have = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if have.is_some_and(|h| h >= want) {
+            continue;
+        }
+        match std::fs::write(&path, want.to_string()) {
+            Ok(()) => tracing::info!("raised fs.inotify.{name} from {have:?} to {want} for the machines"),
+            Err(e) => tracing::warn!(
+                "fs.inotify.{name} is {have:?}, below the {want} that many machines need, and cannot be raised: {e}"
+            ),
+        }
+    }
+}
+
+/// Writes a file atomically (temp + rename) creating parent dirs. No fsync: nothing here
+/// must survive a host crash, and on a loaded host an fsync took seconds, blocking the
+/// async task that wrote (and its runtime thread).
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> SysResult<()> {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
@@ -148,7 +177,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> SysResult<()> {
     f.write_all(contents).map_err(io_err("writing", &tmp))?;
     f.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(io_err("chmod", &tmp))?;
-    f.sync_all().map_err(io_err("syncing", &tmp))?;
+    drop(f);
     std::fs::rename(&tmp, path).map_err(io_err("renaming into", path))?;
     Ok(())
 }

@@ -1023,3 +1023,19 @@ fn concurrent_claims_over_stale_locks_never_share_a_slot() {
         );
     }
 }
+
+/// Machines need more inotify instances than the kernel's default (128 for root, shared by
+/// every machine): a hypervisor raises the limits before it boots any.
+#[test]
+fn the_hypervisor_raises_the_hosts_inotify_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let _hv = Nspawn::new(NspawnConfig::new(StateDir::new(dir.path()), Subnet::new(0)));
+    for (name, want) in sys::INOTIFY_LIMITS {
+        let have: u64 = std::fs::read_to_string(format!("/proc/sys/fs/inotify/{name}"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(have >= want, "fs.inotify.{name} is {have}, below {want}");
+    }
+}
