@@ -14,8 +14,11 @@ pub(super) struct Spec {
 pub(super) fn spec() -> &'static Spec {
     static SPEC: OnceLock<Spec> = OnceLock::new();
     SPEC.get_or_init(|| {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/do-openapi.yaml");
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+        // Beside the clone, as CI has it; DO_OPENAPI_YAML names another place (a worktree).
+        let path = std::env::var("DO_OPENAPI_YAML").unwrap_or_else(|_| {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/do-openapi.yaml").to_owned()
+        });
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
         let yaml: serde_yaml::Value =
             serde_yaml::from_str(&widen_huge_integers(&text)).expect("do-openapi.yaml parses");
         Spec {
