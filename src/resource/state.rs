@@ -50,6 +50,9 @@ pub struct StorageState {
     pub spaces_access_id: S,
     #[serde(default)]
     pub spaces_secret_key: S,
+    /// `volume` only: the snapshot the registry's new volume starts from.
+    #[serde(default)]
+    pub volume_snapshot_id: S,
 }
 
 /// The `monitoring` block: a DigitalOcean uptime check of the registry with its alerts.
@@ -71,6 +74,15 @@ pub struct GcState {
     pub delete_untagged: B,
     /// Bumped by the user to run one collection during apply.
     pub run: N,
+}
+
+/// The `backups` block: DigitalOcean's automated backups of the droplet's disk. Plain
+/// optional arguments: the defaults (`daily`, hour 0, `SUN` for weekly) live in the model.
+#[derive(Serialize, Deserialize, Clone, Default, PartialEq)]
+pub struct BackupsState {
+    pub plan: S,
+    pub weekday: S,
+    pub hour: N,
 }
 
 #[derive(Serialize, Deserialize, Clone, Default, PartialEq)]
@@ -106,6 +118,8 @@ pub struct RegistryState {
     pub monitoring: Value<MonitoringState>,
     #[serde(with = "serde_as_vec")]
     pub garbage_collection: Value<GcState>,
+    #[serde(with = "serde_as_vec")]
+    pub backups: Value<BackupsState>,
 
     // Computed.
     pub id: S,

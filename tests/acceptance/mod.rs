@@ -11,6 +11,7 @@ mod registry;
 mod renewal;
 mod secrets;
 mod seed_module;
+mod snapshots;
 mod storage;
 mod ui;
 mod users;
