@@ -95,6 +95,46 @@ fn a_snapshot_under_pulls_makes_a_registry_with_the_same_digests() {
         "{policy}"
     );
 
+    // Drift: a policy changed elsewhere shows in the plan, and apply puts the configuration
+    // back. Then a change in place: the same droplet, the new policy.
+    let policy_of = || {
+        let (_, p) = fx.lo.api(
+            "GET",
+            &format!("/v2/droplets/{droplet_id}/backups/policy"),
+            None,
+        );
+        p["policy"].clone()
+    };
+    let (status, body) = fx.lo.api(
+        "POST",
+        &format!("/v2/droplets/{droplet_id}/actions"),
+        Some(serde_json::json!({"type": "change_backup_policy",
+                                "backup_policy": {"plan": "daily", "hour": 8}})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (code, plan) = fx.plan_code();
+    assert_eq!(code, 2, "a policy changed by hand does not show:\n{plan}");
+    assert!(plan.contains("backups"), "{plan}");
+    assert!(!plan.contains("must be replaced"), "{plan}");
+    fx.apply();
+    assert_eq!(policy_of()["backup_policy"]["plan"], "weekly");
+    let daily = BACKUPS
+        .replace("\"weekly\"", "\"daily\"")
+        .replace("    weekday = \"SUN\"\n", "")
+        .replace("= 4", "= 20");
+    let first = registry("r", "FQDN", "", &daily);
+    fx.config(&first);
+    let out = fx.apply();
+    assert!(out.contains("1 changed"), "{out}");
+    let now = policy_of();
+    assert_eq!(now["backup_policy"]["plan"], "daily", "{now}");
+    assert_eq!(now["backup_policy"]["hour"], 20, "{now}");
+    assert_eq!(
+        fx.tf.values_of("docker_registry.r")["droplet_id"].as_u64(),
+        Some(droplet_id),
+        "the droplet was replaced for a backup policy"
+    );
+
     // An image on the volume.
     let admin = format!("admin:{ADMIN_PW}");
     let reader = format!("reader:{READER_PW}");
