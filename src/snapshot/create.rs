@@ -145,3 +145,169 @@ pub fn state_after(planned: &SnapshotState, taken: &Taken) -> Option<SnapshotSta
     st.quiesce = taken.quiesce.clone().map_or(Value::Null, Value::Value);
     Some(st)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use localocean::faults::FaultSpec;
+    use localocean::testkit::NoSpaces;
+
+    use super::*;
+    use crate::do_api::VolumeCreateRequest;
+    use crate::remote::{Connector, Output};
+    use crate::resource::env::{Seams, Timings};
+    use crate::testkit::api::{fast, Api};
+
+    /// A droplet that runs nothing: it records each script and answers as told.
+    struct Recorder {
+        scripts: Mutex<Vec<String>>,
+        pause_fails: bool,
+    }
+
+    #[async_trait]
+    impl Transport for Recorder {
+        async fn exec(&self, cmd: &str, _stdin: &[u8]) -> std::result::Result<Output, RemoteError> {
+            self.scripts.lock().unwrap().push(cmd.to_owned());
+            let pause = cmd.contains("fsfreeze -f");
+            let fail = pause && self.pause_fails;
+            Ok(Output {
+                status: Some(if fail { 5 } else { 0 }),
+                stdout: if pause && !fail {
+                    b"fsfreeze\n".to_vec()
+                } else {
+                    Vec::new()
+                },
+                stderr: if fail {
+                    b"uploads were still running".to_vec()
+                } else {
+                    Vec::new()
+                },
+            })
+        }
+        fn describe(&self) -> String {
+            "droplet (test)".into()
+        }
+    }
+
+    struct To(Arc<Recorder>);
+
+    #[async_trait]
+    impl Connector for To {
+        async fn connect(
+            &self,
+            _machine: &Machine,
+            _deadline: Instant,
+        ) -> std::result::Result<Arc<dyn Transport>, RemoteError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    async fn world(pause_fails: bool) -> (Api, Env, Arc<Recorder>, SnapshotState) {
+        let api = Api::start(Arc::new(NoSpaces)).await;
+        let rec = Arc::new(Recorder {
+            scripts: Mutex::new(Vec::new()),
+            pause_fails,
+        });
+        let seams = Seams {
+            machines: Arc::new(To(rec.clone())),
+            timings: Timings {
+                api: fast(),
+                ..Timings::default()
+            },
+            ..Seams::default()
+        };
+        let env = Env::new(Arc::new(api.settings(None)), &seams).unwrap();
+        let v = api
+            .client
+            .create_volume(&VolumeCreateRequest {
+                name: "r-registry-data".into(),
+                size_gigabytes: 1,
+                region: "nyc3".into(),
+                filesystem_type: Some("ext4".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let st = SnapshotState {
+            name: Value::Value("snap".into()),
+            volume_id: Value::Value(v.id),
+            droplet_address: Value::Value("198.18.0.2".into()),
+            ssh_private_key: Value::Value("key".into()),
+            host_public_key: Value::Value("ssh-ed25519 AAAA".into()),
+            ..Default::default()
+        };
+        (api, env, rec, st)
+    }
+
+    fn deadline() -> Instant {
+        Instant::now() + Duration::from_secs(20)
+    }
+
+    #[tokio::test]
+    async fn writes_pause_around_the_snapshot() {
+        let (api, env, rec, st) = world(false).await;
+        let taken = take(&env, &st, deadline()).await;
+        assert!(
+            taken.error.is_none(),
+            "{:?}",
+            taken.error.map(|e| e.to_string())
+        );
+        let s = taken.snapshot.as_ref().expect("a snapshot");
+        assert_eq!(taken.quiesce.as_deref(), Some("fsfreeze"));
+        assert_eq!(api.hv.count("snapshot_volume r-registry-data"), 1);
+        let scripts = rec.scripts.lock().unwrap().clone();
+        assert_eq!(scripts.len(), 2, "{scripts:?}");
+        assert!(
+            scripts[0].contains("MNT=/mnt/r-registry-data"),
+            "{}",
+            scripts[0]
+        );
+        assert!(scripts[0].contains("fsfreeze -f \"$MNT\""));
+        assert!(scripts[1].contains("fsfreeze -u /mnt/r-registry-data"));
+        let after = state_after(&st, &taken).unwrap();
+        assert_eq!(after.id, Value::Value(s.id.clone()));
+        assert_eq!(after.min_disk_size, Value::Value(1));
+    }
+
+    #[tokio::test]
+    async fn writes_resume_when_the_snapshot_fails() {
+        let (api, env, rec, st) = world(false).await;
+        api.faults()
+            .arm(FaultSpec::Http {
+                method: Some("POST".into()),
+                path_prefix: "/v2/volumes/".into(),
+                // Every try of the POST: the client's retries and the create's recovery.
+                count: 50,
+                status: 503,
+                retry_after: None,
+            })
+            .unwrap();
+        let taken = take(&env, &st, deadline()).await;
+        assert!(taken.snapshot.is_none());
+        assert!(taken.error.is_some());
+        assert!(state_after(&st, &taken).is_none(), "no snapshot, no state");
+        let scripts = rec.scripts.lock().unwrap().clone();
+        assert_eq!(scripts.len(), 2, "{scripts:?}");
+        assert!(scripts[1].contains("fsfreeze -u"), "resume did not run");
+    }
+
+    #[tokio::test]
+    async fn writes_resume_when_the_pause_fails() {
+        let (api, env, rec, st) = world(true).await;
+        let taken = take(&env, &st, deadline()).await;
+        let e = taken.error.expect("an error").to_string();
+        assert!(e.contains("uploads were still running"), "{e}");
+        assert_eq!(
+            api.hv.count("snapshot_volume"),
+            0,
+            "a snapshot without a pause"
+        );
+        let scripts = rec.scripts.lock().unwrap().clone();
+        assert!(
+            scripts.last().unwrap().contains("fsfreeze -u"),
+            "{scripts:?}"
+        );
+    }
+}
