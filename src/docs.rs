@@ -23,10 +23,20 @@ pub const IMPORT_EXAMPLE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/examples/resources/docker_registry/import.sh"
 ));
+/// Shown verbatim in docs/resources/registry_snapshot.md.
+pub const SNAPSHOT_EXAMPLE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/examples/resources/docker_registry_snapshot/resource.tf"
+));
+pub const SNAPSHOT_IMPORT: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/examples/resources/docker_registry_snapshot/import.sh"
+));
 
 /// Where each generated page lives, relative to the package root.
 pub const PROVIDER_DOC_PATH: &str = "docs/index.md";
 pub const RESOURCE_DOC_PATH: &str = "docs/resources/registry.md";
+pub const SNAPSHOT_DOC_PATH: &str = "docs/resources/registry_snapshot.md";
 
 /// docs/index.md: the provider block.
 pub fn provider_markdown() -> String {
@@ -68,6 +78,27 @@ fn import(out: &mut String, shell: &str) {
     let _ = write!(out, "{}", shell.trim_end());
     let _ = writeln!(out);
     let _ = writeln!(out, "```");
+}
+
+/// docs/resources/registry_snapshot.md: the `docker_registry_snapshot` resource.
+pub fn snapshot_markdown() -> String {
+    let block = crate::snapshot::schema::schema().block;
+    let mut out = page_header(
+        "docker_registry_snapshot Resource - terraform-provider-docker",
+        &block.description.content,
+        "docker_registry_snapshot (Resource)",
+    );
+    example(&mut out, SNAPSHOT_EXAMPLE);
+    schema(&mut out, &block);
+    let _ = writeln!(out, "## Import");
+    let _ = writeln!(out);
+    let _ = writeln!(out, "By the snapshot's DigitalOcean id:");
+    let _ = writeln!(out);
+    let _ = writeln!(out, "```shell");
+    let _ = write!(out, "{}", SNAPSHOT_IMPORT.trim_end());
+    let _ = writeln!(out);
+    let _ = writeln!(out, "```");
+    out
 }
 
 fn page_header(title: &str, description: &str, heading: &str) -> String {
@@ -336,6 +367,7 @@ mod tests {
         for (rel, text) in [
             (PROVIDER_DOC_PATH, provider_markdown()),
             (RESOURCE_DOC_PATH, resource_markdown()),
+            (SNAPSHOT_DOC_PATH, snapshot_markdown()),
         ] {
             let path = root.join(rel);
             if update {
@@ -463,6 +495,19 @@ mod tests {
         let users = &md[pos("Nested Schema for `users`")..];
         assert!(!users.contains("Read-Only:"));
         assert!(pos("### Read-Only") < pos("- `bcrypt_hashes` (Map of String, Sensitive)"));
+    }
+
+    #[test]
+    fn snapshot_page_documents_every_attribute_and_import() {
+        let md = snapshot_markdown();
+        assert!(md.starts_with("---\npage_title: \"docker_registry_snapshot Resource"));
+        assert!(md.contains(SNAPSHOT_EXAMPLE.trim_end()));
+        assert_documented(&md, &crate::snapshot::schema::schema().block);
+        assert!(
+            md.contains("- `ssh_private_key` (String, Sensitive)"),
+            "{md}"
+        );
+        assert!(md.contains("## Import"));
     }
 
     #[test]

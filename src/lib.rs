@@ -18,6 +18,7 @@ pub mod render;
 pub mod resource;
 pub mod retention;
 pub mod secret;
+pub mod snapshot;
 pub mod storage;
 #[doc(hidden)]
 pub mod testkit;
@@ -34,6 +35,10 @@ pub fn resources(settings: &SettingsHandle) -> HashMap<String, Box<dyn DynamicRe
     m.insert(
         "registry".to_owned(),
         Box::new(resource::RegistryResource::new(settings.clone())),
+    );
+    m.insert(
+        "registry_snapshot".to_owned(),
+        Box::new(snapshot::SnapshotResource::new(settings.clone())),
     );
     m
 }

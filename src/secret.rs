@@ -419,6 +419,8 @@ mod tests {
             ipv6: false,
             monitoring: false,
             vpc_uuid: None,
+            backups: false,
+            backup_policy: None,
         };
         let spaces_key: crate::do_api::SpacesKeyCreated =
             serde_json::from_value(serde_json::json!({

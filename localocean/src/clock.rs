@@ -5,8 +5,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Now, in UTC, to the second, as DigitalOcean's `created_at` and action timestamps.
 pub fn now_rfc3339() -> String {
+    rfc3339(time::OffsetDateTime::now_utc())
+}
+
+/// A UTC time as DigitalOcean writes it.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
     let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    time::OffsetDateTime::now_utc()
+    t.to_offset(time::UtcOffset::UTC)
         .format(&fmt)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }

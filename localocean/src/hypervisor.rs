@@ -36,6 +36,8 @@ pub struct VolumeSpec {
     /// Mount it at the machine's first boot, as DigitalOcean does for a volume formatted at
     /// creation whose first attachment is the droplet's creation; never otherwise.
     pub automount: bool,
+    /// The snapshot whose data the volume starts with (its file system comes with it).
+    pub snapshot_id: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -89,6 +91,11 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Grows the device, online when attached; the file system is the user's to grow.
     async fn resize_volume(&self, volume: &VolumeSpec) -> anyhow::Result<()>;
     async fn delete_volume(&self, volume_id: &str) -> anyhow::Result<()>;
+    /// Copies the volume's data as one point in time of the disk (file systems mounted from
+    /// it are frozen meanwhile); the copy outlives the volume. Returns the bytes it holds.
+    async fn snapshot_volume(&self, volume: &VolumeSpec, snapshot_id: &str) -> anyhow::Result<u64>;
+    /// Removes a snapshot's copy; succeeds when it is gone already.
+    async fn delete_snapshot(&self, snapshot_id: &str) -> anyhow::Result<()>;
     /// Appears in the machine as a block device,
     /// `/dev/disk/by-id/scsi-0DO_Volume_<name>`, running or not; never mounted.
     async fn attach_volume(&self, droplet_id: u64, volume: &VolumeSpec) -> anyhow::Result<()>;

@@ -73,6 +73,43 @@ pub struct Droplet {
     /// Volumes its first boot mounts (DigitalOcean's automount, decided at create).
     #[serde(default)]
     pub automount_volume_ids: Vec<String>,
+    /// Automated backups: the policy while they are enabled, `None` while they are not.
+    #[serde(default)]
+    pub backup_policy: Option<BackupPolicy>,
+}
+
+/// A droplet's backup policy (`droplet_backup_policy` in the spec); the read-only window
+/// length and retention follow from the plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BackupPolicy {
+    /// `daily` or `weekly`.
+    pub plan: String,
+    /// `SUN` to `SAT`; weekly plans only.
+    pub weekday: Option<String>,
+    /// Start of the window: 0, 4, 8, 12, 16 or 20 (UTC).
+    pub hour: u32,
+}
+
+/// A volume snapshot (`snapshots` in the spec, `resource_type` volume): a copy of the
+/// volume's data that outlives the volume.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VolumeSnapshot {
+    pub id: String,
+    pub name: String,
+    /// The volume it was taken from (it may be gone since).
+    pub resource_id: String,
+    pub region: String,
+    pub created_at: String,
+    /// The volume's size when it was taken: a volume made from it is at least this large.
+    pub min_disk_size: u32,
+    /// The data it holds, in GB (the copy's allocated blocks).
+    pub size_gigabytes: f64,
+    pub tags: Vec<String>,
+    /// The volume's file system when it was taken: a volume made from it has the same.
+    #[serde(default)]
+    pub filesystem_type: String,
+    #[serde(default)]
+    pub filesystem_label: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -116,6 +153,9 @@ pub struct Volume {
     /// attachment only (and only when that is a droplet's creation).
     #[serde(default)]
     pub attached_before: bool,
+    /// The snapshot it was made from, if any (its data came from there).
+    #[serde(default)]
+    pub snapshot_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -231,6 +271,9 @@ pub struct State {
     /// In creation order (random UUID ids).
     #[serde(default)]
     pub load_balancers: Vec<LoadBalancer>,
+    /// Volume snapshots, in creation order.
+    #[serde(default)]
+    pub volume_snapshots: Vec<VolumeSnapshot>,
 }
 
 impl State {

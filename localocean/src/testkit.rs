@@ -15,7 +15,9 @@ use crate::spaces::{Grant, IssuedKey, SpacesBackend};
 
 /// "Boots" instantly with addresses from 198.18.0.0/15 (198.18.0.2 first) and records each
 /// call as one line: `create <id> <name> keys=<n> volumes=<n>`, `delete <id>`,
-/// `power <id> <action>`, `resize <id> <mib> <vcpus>`, `create_volume <name> <gib>`,
+/// `power <id> <action>`, `resize <id> <mib> <vcpus>`, `create_volume <name> <gib>` (with
+/// ` from <snapshot>` when made from one), `snapshot_volume <name> <snapshot>`,
+/// `delete_snapshot <snapshot>`,
 /// `resize_volume <name> <gib>`, `delete_volume <id>`, `attach_volume <droplet> <name>`,
 /// `detach_volume <droplet> <name>`, `set_reserved_ip <droplet> <ip|none>`,
 /// `apply_load_balancer <id> <ip> rules=<entry ports> droplets=<ids>`,
@@ -134,7 +136,21 @@ impl Hypervisor for NullHypervisor {
         Ok(())
     }
     async fn create_volume(&self, v: &VolumeSpec) -> anyhow::Result<()> {
-        self.log(format!("create_volume {} {}", v.name, v.size_gib));
+        match &v.snapshot_id {
+            Some(snap) => self.log(format!(
+                "create_volume {} {} from {snap}",
+                v.name, v.size_gib
+            )),
+            None => self.log(format!("create_volume {} {}", v.name, v.size_gib)),
+        }
+        Ok(())
+    }
+    async fn snapshot_volume(&self, v: &VolumeSpec, snapshot_id: &str) -> anyhow::Result<u64> {
+        self.log(format!("snapshot_volume {} {snapshot_id}", v.name));
+        Ok(0)
+    }
+    async fn delete_snapshot(&self, snapshot_id: &str) -> anyhow::Result<()> {
+        self.log(format!("delete_snapshot {snapshot_id}"));
         Ok(())
     }
     async fn resize_volume(&self, v: &VolumeSpec) -> anyhow::Result<()> {

@@ -235,6 +235,25 @@ impl Client {
         .await
     }
 
+    /// GET /v2/droplets/{id}/backups/policy: whether backups are on, and their policy.
+    pub async fn get_backup_policy(&self, droplet_id: u64) -> Result<BackupPolicyRecord, Error> {
+        self.get(
+            self.url(
+                &[
+                    "v2",
+                    "droplets",
+                    &droplet_id.to_string(),
+                    "backups",
+                    "policy",
+                ],
+                &[],
+            ),
+            "policy",
+        )
+        .await
+        .context("reading the backup policy of droplet", droplet_id)
+    }
+
     /// GET /v2/actions/{id}, for any resource's action.
     pub async fn get_action(&self, action_id: u64) -> Result<Action, Error> {
         self.get(
@@ -423,6 +442,55 @@ impl Client {
         )
         .await
         .context(&format!("reading action of volume {volume_id}"), action_id)
+    }
+
+    // ---- volume snapshots -----------------------------------------------------------------
+
+    /// Takes a snapshot of a volume. After an ambiguous failure the volume's snapshots are
+    /// listed: one with the same name is the result, so a flaky API never leaves two.
+    pub async fn create_volume_snapshot(
+        &self,
+        volume_id: &str,
+        req: &SnapshotCreateRequest,
+    ) -> Result<Snapshot, Error> {
+        let find = || async move {
+            let found = self.list_volume_snapshots(volume_id).await?;
+            Ok(found.into_iter().find(|s| s.name == req.name))
+        };
+        self.create_with_recovery(
+            self.url(&["v2", "volumes", volume_id, "snapshots"], &[]),
+            req,
+            "snapshot",
+            find,
+        )
+        .await
+        .context(
+            &format!("taking a snapshot of volume {volume_id} named"),
+            &req.name,
+        )
+    }
+
+    pub async fn list_volume_snapshots(&self, volume_id: &str) -> Result<Vec<Snapshot>, Error> {
+        self.list_all(
+            self.url(&["v2", "volumes", volume_id, "snapshots"], &[]),
+            "snapshots",
+        )
+        .await
+        .context("listing snapshots of volume", volume_id)
+    }
+
+    /// `None` when no such snapshot exists.
+    pub async fn get_snapshot(&self, id: &str) -> Result<Option<Snapshot>, Error> {
+        self.get_opt(self.url(&["v2", "snapshots", id], &[]), "snapshot")
+            .await
+            .context("reading snapshot", id)
+    }
+
+    /// A snapshot already gone is success.
+    pub async fn delete_snapshot(&self, id: &str) -> Result<(), Error> {
+        self.delete(self.url(&["v2", "snapshots", id], &[]), None)
+            .await
+            .context("deleting snapshot", id)
     }
 
     // ---- firewalls ------------------------------------------------------------------------

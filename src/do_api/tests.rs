@@ -527,6 +527,8 @@ fn create_request(name: &str) -> DropletCreateRequest {
         ipv6: true,
         monitoring: false,
         vpc_uuid: None,
+        backups: false,
+        backup_policy: None,
     }
 }
 

@@ -156,6 +156,60 @@ pub struct DropletCreateRequest {
     pub monitoring: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vpc_uuid: Option<String>,
+    /// Automated backups of the droplet's disk, with `backup_policy` (daily when omitted).
+    #[serde(skip_serializing_if = "is_false")]
+    pub backups: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_policy: Option<BackupPolicy>,
+}
+
+/// `droplet_backup_policy`: `plan` daily or weekly, `weekday` (weekly), `hour` the start of
+/// the 4-hour window (0, 4, ..., 20 UTC). The read-only window length and retention are read
+/// but never sent.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct BackupPolicy {
+    pub plan: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weekday: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hour: Option<u32>,
+}
+
+/// `droplet_backup_policy_record`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct BackupPolicyRecord {
+    #[serde(default)]
+    pub backup_enabled: bool,
+    pub backup_policy: Option<BackupPolicy>,
+}
+
+/// `snapshots` with `resource_type` volume: a volume's snapshot.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct Snapshot {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    pub created_at: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub regions: Vec<String>,
+    #[serde(default)]
+    pub min_disk_size: u64,
+    #[serde(default)]
+    pub size_gigabytes: f64,
+    #[serde(default)]
+    pub resource_id: String,
+    #[serde(default)]
+    pub resource_type: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub tags: Vec<String>,
+}
+
+/// The body of `POST /v2/volumes/{id}/snapshots`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct SnapshotCreateRequest {
+    pub name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// `network_v4` / `network_v6`.
@@ -301,6 +355,14 @@ pub enum DropletAction {
     Rename {
         name: String,
     },
+    EnableBackups {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        backup_policy: Option<BackupPolicy>,
+    },
+    DisableBackups,
+    ChangeBackupPolicy {
+        backup_policy: BackupPolicy,
+    },
 }
 
 impl DropletAction {
@@ -312,6 +374,9 @@ impl DropletAction {
             DropletAction::Reboot => "reboot",
             DropletAction::Resize { .. } => "resize",
             DropletAction::Rename { .. } => "rename",
+            DropletAction::EnableBackups { .. } => "enable_backups",
+            DropletAction::DisableBackups => "disable_backups",
+            DropletAction::ChangeBackupPolicy { .. } => "change_backup_policy",
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use super::types::{Action, Droplet};
+use super::types::{Action, Droplet, Snapshot};
 use super::{Client, Error};
 
 /// What one poll saw.
@@ -150,6 +150,21 @@ impl Client {
         let what = &format!("waiting for action ({action_id}) on volume ({volume_id}) to complete");
         self.poll_until(what, timeout, |_| async move {
             action_poll(what, self.get_volume_action(volume_id, action_id).await?)
+        })
+        .await
+    }
+}
+
+impl Client {
+    /// Waits until the snapshot can be read: DigitalOcean answers its create before every
+    /// list and read shows it.
+    pub async fn wait_for_snapshot(&self, id: &str, timeout: Duration) -> Result<Snapshot, Error> {
+        let what = &format!("waiting for snapshot ({id}) to be listed");
+        self.poll_until(what, timeout, |_| async move {
+            Ok(match self.get_snapshot(id).await? {
+                Some(s) => Poll::Done(s),
+                None => Poll::Pending("not found".into()),
+            })
         })
         .await
     }

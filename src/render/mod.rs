@@ -8,6 +8,7 @@ pub mod htpasswd;
 pub mod nginx;
 pub mod registry;
 pub mod renewal;
+pub mod snapshot;
 pub mod token;
 pub mod ui;
 

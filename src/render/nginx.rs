@@ -211,6 +211,15 @@ pub fn nginx_site(spec: &RegistrySpec, token: &TokenKey) -> Result<String, Rende
             set $registry_retry_after {retry_after};
             return 503 '{gc_running_body}';
         }}
+        # A volume snapshot (docker_registry_snapshot): the same, while it is taken.
+        set $registry_snapshot_write \"\";
+        if (-f {snapshot_running}) {{
+            set $registry_snapshot_write $registry_write_method;
+        }}
+        if ($registry_snapshot_write = 1) {{
+            set $registry_retry_after {snapshot_retry_after};
+            return 503 '{snapshot_body}';
+        }}
 {proxy}        proxy_pass http://docker_registry;
     }}
 
@@ -269,6 +278,9 @@ pub fn nginx_site(spec: &RegistrySpec, token: &TokenKey) -> Result<String, Rende
         gc_running = gc::gc_paths::RUNNING,
         gc_running_body = gc::RUNNING_BODY,
         retry_after = gc::RETRY_AFTER_SECS,
+        snapshot_running = super::snapshot::RUNNING,
+        snapshot_body = super::snapshot::RUNNING_BODY,
+        snapshot_retry_after = super::snapshot::RETRY_AFTER_SECS,
         cert = spec.tls.cert_chain,
         key = spec.tls.private_key,
         token_path = TOKEN_PATH,

@@ -257,6 +257,25 @@ pub(super) async fn drop_own_marker(s3: &spaces::S3, bucket: &str, m: &Model) {
 
 /// The volume or the bucket, before the droplet: each id goes into state as soon as it exists.
 /// A bucket this create made (or takes back) carries its marker until the create finishes.
+/// A volume from a snapshot: the snapshot exists and fits in `storage.size_gib`.
+async fn check_snapshot_fits(env: &Env, id: &str, size_gib: u64) -> Result<()> {
+    let at = super::error::storage_attr;
+    let snap = env
+        .client
+        .get_snapshot(id)
+        .await?
+        .ok_or_else(|| Error::NoSnapshot(id.to_owned()).at(at("volume_snapshot_id")))?;
+    if snap.min_disk_size > size_gib {
+        return Err(Error::SnapshotTooLarge {
+            id: id.to_owned(),
+            min: snap.min_disk_size,
+            size: size_gib,
+        }
+        .at(at("size_gib")));
+    }
+    Ok(())
+}
+
 async fn provision_storage(
     env: &Env,
     st: &mut RegistryState,
@@ -275,7 +294,11 @@ async fn provision_storage(
             // the droplet exists leaves a volume that the next create still finds.
             let mut tags = m.tags.clone();
             tags.push(droplet::creating_tag(&m.fqdn));
-            let v = volume::ensure_volume(&env.client, &name, &m.region, size, &tags)
+            let from = m.storage.volume_snapshot_id.as_deref();
+            if let Some(id) = from {
+                check_snapshot_fits(env, id, size).await?;
+            }
+            let v = volume::ensure_volume(&env.client, &name, &m.region, size, &tags, from)
                 .await
                 .context("creating volume", &name)?;
             st.volume_id = s(v.id);

@@ -42,6 +42,7 @@ pub async fn boot(
     let mgmt_public = known(&st.management_public_key).unwrap_or_default();
     let user_data = render::user_data(mgmt_public, &birth.private_openssh, &birth.public_openssh);
     let unique_tag = format!("docker-registry-{}", random_hex(6));
+    let (backups, backup_policy) = super::backups::create_fields(m);
     let mut tags = m.tags.clone();
     tags.push(unique_tag.clone());
     tags.push(creating_tag(&m.fqdn));
@@ -65,6 +66,8 @@ pub async fn boot(
         ipv6: false,
         monitoring: false,
         vpc_uuid: None,
+        backups,
+        backup_policy,
     };
     let do_api::NewDroplet {
         droplet,

@@ -44,6 +44,12 @@ pub enum Error {
     #[error("the address {0:?} in state is not an IP address")]
     BadAddress(String),
 
+    #[error("no volume snapshot {0} in this DigitalOcean account")]
+    NoSnapshot(String),
+
+    #[error("snapshot {id} needs a volume of at least {min} GiB (its `min_disk_size`), but `storage.size_gib` is {size}")]
+    SnapshotTooLarge { id: String, min: u64, size: u64 },
+
     #[error("no SSH key with fingerprint {0} in the account")]
     UnknownSshKey(String),
 

@@ -1,6 +1,7 @@
 //! `docker_registry`: the `Resource` impl. Each call loads the typed model, runs its operation
 //! (one module each) and hands back state, or diagnostics made from the operation's error.
 
+pub mod backups;
 pub mod certificate;
 pub mod create;
 pub mod desired;

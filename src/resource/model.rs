@@ -133,6 +133,8 @@ pub struct Storage {
     /// `spaces_access_id` and `spaces_secret_key` of the block, when both are set: they manage
     /// the bucket instead of the provider's.
     pub spaces_keys: Option<(Secret, Secret)>,
+    /// `volume` only: the snapshot a new volume starts from.
+    pub volume_snapshot_id: Option<String>,
 }
 
 /// The `garbage_collection` block; None without it.
@@ -143,6 +145,47 @@ pub struct Gc {
     pub run: Option<i64>,
     /// The `retention` blocks, in order.
     pub retention: Vec<crate::retention::Rule>,
+}
+
+/// The `backups` block with its defaults filled in; None without it (backups off).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backups {
+    /// `daily` (default) or `weekly`.
+    pub plan: String,
+    /// Weekly plans only: `SUN` (default) to `SAT`.
+    pub weekday: Option<String>,
+    /// Start of the 4-hour window, UTC: 0 (default), 4, 8, 12, 16 or 20.
+    pub hour: u32,
+}
+
+pub const BACKUP_PLANS: &[&str] = &["daily", "weekly"];
+pub const BACKUP_WEEKDAYS: &[&str] = &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+pub const BACKUP_HOURS: &[i64] = &[0, 4, 8, 12, 16, 20];
+
+impl Backups {
+    /// The policy as DigitalOcean takes it, every field explicit, so that what DigitalOcean
+    /// picks for an omitted one never differs from what the plan shows.
+    pub fn policy(&self) -> crate::do_api::BackupPolicy {
+        crate::do_api::BackupPolicy {
+            plan: self.plan.clone(),
+            weekday: self.weekday.clone(),
+            hour: Some(self.hour),
+        }
+    }
+
+    /// The block as DigitalOcean reports it, in the model's terms (for drift).
+    pub fn from_policy(p: &crate::do_api::BackupPolicy) -> Backups {
+        let weekly = p.plan == "weekly";
+        Backups {
+            plan: p.plan.clone(),
+            weekday: if weekly {
+                Some(p.weekday.clone().unwrap_or_else(|| "SUN".into()))
+            } else {
+                None
+            },
+            hour: p.hour.unwrap_or(0),
+        }
+    }
 }
 
 /// One entry of `users`.
@@ -183,6 +226,7 @@ pub struct Model {
     pub storage: Storage,
     pub timeouts: Timeouts,
     pub gc: Option<Gc>,
+    pub backups: Option<Backups>,
 }
 
 impl Model {
@@ -305,6 +349,7 @@ impl Model {
                     (Some(id), Some(key)) => Some((Secret::new(id), Secret::new(key))),
                     _ => None,
                 },
+                volume_snapshot_id: known(&b.volume_snapshot_id).map(str::to_owned),
             },
             timeouts: Timeouts {
                 create: timeout(to.map(|t| &t.create), DEFAULT_CREATE_TIMEOUT),
@@ -339,6 +384,27 @@ impl Model {
                             .unwrap_or(false),
                     })
                     .collect(),
+            }),
+            backups: st.backups.as_ref_option().map(|b| {
+                let plan = b
+                    .plan
+                    .as_ref_option()
+                    .cloned()
+                    .unwrap_or_else(|| "daily".into());
+                let weekday = (plan == "weekly").then(|| {
+                    b.weekday
+                        .as_ref_option()
+                        .cloned()
+                        .unwrap_or_else(|| "SUN".into())
+                });
+                Backups {
+                    plan,
+                    weekday,
+                    hour: b
+                        .hour
+                        .as_ref_option()
+                        .map_or(0, |h| (*h).clamp(0, 23) as u32),
+                }
             }),
         }
     }

@@ -401,6 +401,17 @@ pub fn plan_update(
     if m.storage.backend == Backend::Spaces && was.storage.bucket != m.storage.bucket {
         replace.push(storage_attr("bucket"));
     }
+    if m.storage.backend == Backend::Volume
+        && was.storage.backend == Backend::Volume
+        && was.storage.volume_snapshot_id != m.storage.volume_snapshot_id
+        && m.storage.volume_snapshot_id.is_some()
+    {
+        diags.warning(
+            "`storage.volume_snapshot_id` changes nothing on this registry",
+            "A snapshot is read only when the registry's volume is created, and this registry's volume exists: its images stay as they are. To serve the snapshot's images, make a new registry with this `volume_snapshot_id`.",
+            storage_attr("volume_snapshot_id"),
+        );
+    }
     if !replace.is_empty() {
         // The whole registry is replaced: plan it as a create (a new generated secret too).
         if !http_secret_given(&private) {

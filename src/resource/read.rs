@@ -55,6 +55,7 @@ pub async fn read(
     if !droplet.size_slug.is_empty() {
         st.size = s(droplet.size_slug.clone());
     }
+    super::backups::read(env, diags, &mut st, &droplet).await;
     if let (Some(domain), Some(rid)) = (
         known(&st.domain).map(str::to_owned),
         st.record_id.as_ref_option().copied(),

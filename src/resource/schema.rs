@@ -170,6 +170,7 @@ pub fn schema() -> Schema {
             ("spaces_redirect", a(T::Bool, C::OptionalComputed, false, "`spaces` only: redirect pulls to Spaces instead of proxying blobs through the droplet (default false).")),
             ("spaces_access_id", a(T::String, C::Optional, true, "`spaces` only: a Spaces access key used instead of the provider's `spaces_access_id` to create, check and empty this registry's bucket. Set with `spaces_secret_key`. The registry itself still gets its own key for its bucket only; changing these keys recreates nothing.")),
             ("spaces_secret_key", a(T::String, C::Optional, true, "`spaces` only: the secret of `storage.spaces_access_id`.")),
+            ("volume_snapshot_id", a(T::String, C::Optional, false, "`volume` only: a volume snapshot (`docker_registry_snapshot.<name>.id`) the registry's new volume starts from, with its images; `size_gib` must be at least the snapshot's `min_disk_size`. Read when the volume is created: changing it later changes nothing on a registry whose volume exists (its images are never replaced behind your back; the plan warns).")),
         ],
     );
     let monitoring = block(
@@ -203,6 +204,14 @@ pub fn schema() -> Schema {
     garbage_collection
         .blocks
         .insert("retention".to_owned(), NestedBlock::List(retention));
+    let backups = block(
+        "DigitalOcean's automated backups of the droplet's disk (a backup is an image of the whole disk, kept 7 days for daily plans and 4 weeks for weekly ones; DigitalOcean bills them). With the block: on; removing it turns them off. Changes apply in place through the droplet's backup actions. A volume or Spaces bucket is not part of a droplet backup: see `docker_registry_snapshot` for volumes.",
+        vec![
+            ("plan", a(T::String, C::Optional, false, "`daily` (default) or `weekly`.")),
+            ("weekday", a(T::String, C::Optional, false, "Weekly plans only: the day of the backup window, `SUN` (default), `MON`, `TUE`, `WED`, `THU`, `FRI` or `SAT`.")),
+            ("hour", a(T::Number, C::Optional, false, "When the 4-hour backup window starts, UTC: 0 (default), 4, 8, 12, 16 or 20.")),
+        ],
+    );
     let timeouts = block(
         "How long each operation may take, as Go durations (`20m`, `1h30m`).",
         vec![
@@ -293,6 +302,7 @@ pub fn schema() -> Schema {
         "garbage_collection".to_owned(),
         NestedBlock::Optional(garbage_collection),
     );
+    blocks.insert("backups".to_owned(), NestedBlock::Optional(backups));
     Schema {
         // 2: users lost `bcrypt_hash` (now `bcrypt_hashes`); see `upgrade`.
         version: SCHEMA_VERSION,

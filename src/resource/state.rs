@@ -54,6 +54,9 @@ pub struct StorageState {
     pub spaces_access_id: S,
     #[serde(default)]
     pub spaces_secret_key: S,
+    /// `volume` only: the snapshot the registry's new volume starts from.
+    #[serde(default)]
+    pub volume_snapshot_id: S,
 }
 
 /// The `monitoring` block: a DigitalOcean uptime check of the registry with its alerts.
@@ -94,6 +97,15 @@ pub struct RetentionState {
     pub allow_delete_all: B,
 }
 
+/// The `backups` block: DigitalOcean's automated backups of the droplet's disk. Plain
+/// optional arguments: the defaults (`daily`, hour 0, `SUN` for weekly) live in the model.
+#[derive(Serialize, Deserialize, Clone, Default, PartialEq)]
+pub struct BackupsState {
+    pub plan: S,
+    pub weekday: S,
+    pub hour: N,
+}
+
 #[derive(Serialize, Deserialize, Clone, Default, PartialEq)]
 pub struct TimeoutsState {
     pub create: S,
@@ -127,6 +139,8 @@ pub struct RegistryState {
     pub monitoring: Value<MonitoringState>,
     #[serde(with = "serde_as_vec")]
     pub garbage_collection: Value<GcState>,
+    #[serde(with = "serde_as_vec")]
+    pub backups: Value<BackupsState>,
 
     // Computed.
     pub id: S,

@@ -62,6 +62,7 @@ pub async fn update(
         let on = client.power_on(id).await?;
         wait(on).await?;
     }
+    super::backups::update(env, prior, m, id, deadline).await?;
     // Firewall: recreated when gone, updated when the SSH sources changed.
     ensure_firewall(client, prior, st, m, id).await?;
     if m.reserved_ip {

@@ -375,6 +375,59 @@ fn check_retention(diags: &mut Diagnostics, i: usize, r: &super::state::Retentio
     }
 }
 
+/// `backups`: the values DigitalOcean's spec allows (`droplet_backup_policy`).
+fn check_backups(diags: &mut Diagnostics, b: &super::state::BackupsState) {
+    use super::model::{BACKUP_HOURS, BACKUP_PLANS, BACKUP_WEEKDAYS};
+    let attr = |a: &'static str| AttributePath::new("backups").index(0).attribute(a);
+    if let Some(plan) = b.plan.as_ref_option() {
+        if !BACKUP_PLANS.contains(&plan.as_str()) {
+            err(
+                diags,
+                attr("plan"),
+                "Invalid `backups.plan`",
+                format!(
+                    "{plan:?} is not a backup plan: use {}.",
+                    quoted(BACKUP_PLANS, " or ")
+                ),
+            );
+        }
+    }
+    if let Some(day) = b.weekday.as_ref_option() {
+        if !BACKUP_WEEKDAYS.contains(&day.as_str()) {
+            err(
+                diags,
+                attr("weekday"),
+                "Invalid `backups.weekday`",
+                format!(
+                    "{day:?} is not a weekday: use one of {}.",
+                    quoted(BACKUP_WEEKDAYS, ", ")
+                ),
+            );
+        } else if !matches!(&b.plan, tf_provider::value::Value::Unknown)
+            && b.plan.as_ref_option().map(String::as_str) != Some("weekly")
+        {
+            err(
+                diags,
+                attr("weekday"),
+                "Invalid `backups.weekday`",
+                "A weekday applies to weekly backups only: set `plan = \"weekly\"`, or remove `weekday`.".to_owned(),
+            );
+        }
+    }
+    if let Some(h) = b.hour.as_ref_option() {
+        if !BACKUP_HOURS.contains(h) {
+            err(
+                diags,
+                attr("hour"),
+                "Invalid `backups.hour`",
+                format!(
+                    "{h} is not the start of a backup window: use 0, 4, 8, 12, 16 or 20 (UTC)."
+                ),
+            );
+        }
+    }
+}
+
 pub fn check_tls(diags: &mut Diagnostics, tls: &TlsState) {
     let p = || AttributePath::new("tls").index(0);
     let one_of = |diags: &mut Diagnostics,
@@ -491,6 +544,27 @@ pub fn check_storage(diags: &mut Diagnostics, st: &StorageState) {
             ),
         ),
         _ => {}
+    }
+    if !st.backend.is_unknown() && backend != Backend::Volume && !st.volume_snapshot_id.is_null() {
+        err(
+            diags,
+            p().attribute("volume_snapshot_id"),
+            "Unexpected `storage.volume_snapshot_id`",
+            format!(
+                "A snapshot is a volume's: `volume_snapshot_id` is only for `backend = \"volume\"` (backend is {:?}).",
+                backend.as_str()
+            ),
+        );
+    }
+    if let Some(id) = st.volume_snapshot_id.as_ref_option() {
+        if id.trim().is_empty() {
+            err(
+                diags,
+                p().attribute("volume_snapshot_id"),
+                "Invalid `storage.volume_snapshot_id`",
+                "The snapshot id is empty.".into(),
+            );
+        }
     }
     let (id, key) = (&st.spaces_access_id, &st.spaces_secret_key);
     // An unknown backend (validate, before variables are known) cannot be judged yet.
@@ -639,6 +713,9 @@ pub fn check_config(diags: &mut Diagnostics, c: &RegistryState) {
     }
     if let Some(g) = c.garbage_collection.as_ref_option() {
         check_gc(diags, g);
+    }
+    if let Some(b) = c.backups.as_ref_option() {
+        check_backups(diags, b);
     }
     if let Some(t) = c.timeouts.as_ref_option() {
         for (attr, v) in [
@@ -877,6 +954,61 @@ mod tests {
                 "a key in {got:?}"
             );
         }
+    }
+
+    #[test]
+    fn backups_outside_the_spec_are_named_at_plan_time() {
+        use crate::resource::state::{BackupsState, RegistryState};
+        let config = |plan: Option<&str>, weekday: Option<&str>, hour: Option<i64>| RegistryState {
+            backups: tf_provider::value::Value::Value(BackupsState {
+                plan: plan.map(str::to_string).into(),
+                weekday: weekday.map(str::to_string).into(),
+                hour: hour.into(),
+            }),
+            ..Default::default()
+        };
+        let mut d = Diagnostics::default();
+        check_config(&mut d, &config(Some("weekly"), Some("SUN"), Some(4)));
+        check_config(&mut d, &config(None, None, None));
+        assert!(d.errors.is_empty(), "{:?}", paths(&d));
+        let mut d = Diagnostics::default();
+        check_config(&mut d, &config(Some("hourly"), Some("sun"), Some(3)));
+        check_config(&mut d, &config(Some("daily"), Some("MON"), None));
+        let summary: Vec<String> = d.errors.iter().map(|e| e.summary.to_string()).collect();
+        assert_eq!(
+            summary,
+            [
+                "Invalid `backups.plan`",
+                "Invalid `backups.weekday`",
+                "Invalid `backups.hour`",
+                "Invalid `backups.weekday`"
+            ]
+        );
+        let p = paths(&d);
+        assert!(p[0].contains("backups") && p[0].contains("plan"), "{p:?}");
+        assert!(p[2].contains("hour"), "{p:?}");
+        assert!(d.errors[3].detail.contains("weekly backups only"));
+    }
+
+    #[test]
+    fn a_snapshot_id_is_for_volumes_only() {
+        use crate::resource::state::{RegistryState, StorageState};
+        let config = |backend: &str| RegistryState {
+            storage: tf_provider::value::Value::Value(StorageState {
+                backend: backend.to_string().into(),
+                size_gib: (backend == "volume").then_some(10).into(),
+                bucket: (backend == "spaces").then(|| "b".to_string()).into(),
+                volume_snapshot_id: "8eb4d51a".to_string().into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut d = Diagnostics::default();
+        check_config(&mut d, &config("volume"));
+        assert!(d.errors.is_empty(), "{:?}", paths(&d));
+        check_config(&mut d, &config("droplet"));
+        assert_eq!(d.errors.len(), 1);
+        assert!(paths(&d)[0].contains("volume_snapshot_id"));
     }
 
     #[test]

@@ -101,6 +101,7 @@ pub async fn ensure_volume(
     region: &str,
     size_gib: u64,
     tags: &[String],
+    snapshot_id: Option<&str>,
 ) -> Result<Volume, Error> {
     if let Some(found) = client.list_volumes(name, region).await?.into_iter().next() {
         return Ok(found);
@@ -110,8 +111,10 @@ pub async fn ensure_volume(
         size_gigabytes: size_gib,
         region: region.to_owned(),
         description: Some("Docker registry storage (terraform-provider-docker)".into()),
-        filesystem_type: Some("ext4".into()),
+        // A volume from a snapshot has the snapshot's file system.
+        filesystem_type: snapshot_id.is_none().then(|| "ext4".into()),
         tags: tags.to_vec(),
+        snapshot_id: snapshot_id.map(str::to_owned),
         ..Default::default()
     };
     let v = client.create_volume(&req).await?;
@@ -516,6 +519,8 @@ mod tests {
             ipv6: false,
             monitoring: false,
             vpc_uuid: None,
+            backups: false,
+            backup_policy: None,
         };
         let d = api
             .client
@@ -556,10 +561,10 @@ mod tests {
 
         // Idempotent create: found by name and region the second time.
         let tags = vec!["registry".to_string()];
-        let v = ensure_volume(c, "reg-data", "nyc3", 10, &tags)
+        let v = ensure_volume(c, "reg-data", "nyc3", 10, &tags, None)
             .await
             .unwrap();
-        let again = ensure_volume(c, "reg-data", "nyc3", 10, &tags)
+        let again = ensure_volume(c, "reg-data", "nyc3", 10, &tags, None)
             .await
             .unwrap();
         assert_eq!(v.id, again.id);
@@ -635,7 +640,9 @@ mod tests {
         ));
 
         // An empty volume is deleted without force.
-        let empty = ensure_volume(c, "reg-empty", "nyc3", 1, &[]).await.unwrap();
+        let empty = ensure_volume(c, "reg-empty", "nyc3", 1, &[], None)
+            .await
+            .unwrap();
         attach(c, &empty.id, d1, "nyc3", T).await.unwrap();
         let contents = VolumeContents::from_usage(&VolumeUsage {
             bytes: 16384,

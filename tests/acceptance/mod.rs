@@ -13,6 +13,7 @@ mod renewal;
 mod retention;
 mod secrets;
 mod seed_module;
+mod snapshots;
 mod storage;
 mod ui;
 mod users;

@@ -149,6 +149,7 @@ async fn served_provider_schema_matches_the_code() {
     assert_eq!(
         blocks,
         vec![
+            "backups",
             "garbage_collection",
             "monitoring",
             "storage",

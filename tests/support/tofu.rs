@@ -122,6 +122,22 @@ impl Tofu {
     }
 
     /// The attributes of the first resource in state (`tofu show -json`), secrets included.
+    /// The values of the resource at `address` (`docker_registry.r`), null when absent.
+    pub fn values_of(&self, address: &str) -> serde_json::Value {
+        let out = self.run(&["show", "-json"]);
+        assert!(
+            out.status.success(),
+            "tofu show: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["values"]["root_module"]["resources"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["address"] == address))
+            .map(|r| r["values"].clone())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
     pub fn resource_values(&self) -> serde_json::Value {
         let out = self.run(&["show", "-json"]);
         assert!(

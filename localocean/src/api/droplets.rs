@@ -70,6 +70,9 @@ pub(crate) fn droplet_json(d: &Droplet) -> Value {
     let size = catalog::size(&d.size);
     let image = catalog::image(&d.image);
     let mut features = vec!["droplet_agent"];
+    if d.backup_policy.is_some() {
+        features.push("backups");
+    }
     if d.monitoring {
         features.push("monitoring");
     }
@@ -101,7 +104,7 @@ pub(crate) fn droplet_json(d: &Droplet) -> Value {
         "created_at": d.created_at,
         "features": features,
         "backup_ids": [],
-        "next_backup_window": null,
+        "next_backup_window": super::backups::next_window_json(d),
         "snapshot_ids": [],
         "image": image.map_or(Value::Null, catalog::image_json),
         "volume_ids": d.volume_ids,
@@ -146,6 +149,9 @@ pub struct CreateDroplet {
     #[serde(default)]
     ipv6: bool,
     vpc_uuid: Option<String>,
+    #[serde(default)]
+    backups: bool,
+    backup_policy: Option<super::backups::PolicyRequest>,
 }
 
 pub async fn create(
@@ -200,6 +206,15 @@ pub async fn create(
     }
     let tags = req.tags.unwrap_or_default();
     validate_tags(&tags)?;
+    let backup_policy = match (req.backups, &req.backup_policy) {
+        (true, p) => Some(super::backups::policy_from(p.as_ref())?),
+        (false, None) => None,
+        (false, Some(_)) => {
+            return Err(ApiError::unprocessable(
+                "backup_policy may only be set when backups is true",
+            ))
+        }
+    };
     let volume_ids = req.volumes.unwrap_or_default();
     if !volume_ids.is_empty() && names.len() > 1 {
         return Err(ApiError::unprocessable(
@@ -274,6 +289,7 @@ pub async fn create(
                     .filter(|v| !v.filesystem_type.is_empty() && !v.attached_before)
                     .map(|v| v.id.clone())
                     .collect(),
+                backup_policy: backup_policy.clone(),
             };
             for v in s.volumes.iter_mut().filter(|v| volume_ids.contains(&v.id)) {
                 v.droplet_ids.push(d.id);
@@ -517,6 +533,7 @@ pub struct DropletAction {
     #[serde(default)]
     disk: bool,
     name: Option<String>,
+    backup_policy: Option<super::backups::PolicyRequest>,
 }
 
 /// What a power action asks of the hypervisor and the status it leaves.
@@ -642,6 +659,34 @@ pub async fn action_post(
                 let a = new_action(s, "rename", Some(id), "droplet", &droplet.region);
                 if let Some(d) = s.droplets.get_mut(&id) {
                     d.name = name.clone();
+                }
+                complete_action(s, a.id, true);
+                Ok::<_, ApiError>(s.actions[&a.id].clone())
+            })?;
+            Ok((
+                StatusCode::CREATED,
+                Json(json!({ "action": action_json(&action) })),
+            ))
+        }
+        "enable_backups" | "disable_backups" | "change_backup_policy" => {
+            let policy = match t {
+                "disable_backups" => None,
+                "change_backup_policy" if droplet.backup_policy.is_none() => {
+                    return Err(ApiError::unprocessable(
+                        "Backups are not enabled for this Droplet.",
+                    ))
+                }
+                "change_backup_policy" if req.backup_policy.is_none() => {
+                    return Err(ApiError::unprocessable(
+                        "backup_policy is required to change the backup policy",
+                    ))
+                }
+                _ => Some(super::backups::policy_from(req.backup_policy.as_ref())?),
+            };
+            let action = app.store.mutate(|s| {
+                let a = new_action(s, t, Some(id), "droplet", &droplet.region);
+                if let Some(d) = s.droplets.get_mut(&id) {
+                    d.backup_policy = policy.clone();
                 }
                 complete_action(s, a.id, true);
                 Ok::<_, ApiError>(s.actions[&a.id].clone())

@@ -215,6 +215,7 @@ mod tests {
                     tags: vec!["a".into(), "b".into()],
                     volume_ids: vec![],
                     automount_volume_ids: vec![],
+                    backup_policy: None,
                     networks_v4: vec![NetworkV4 {
                         ip_address: ip.into(),
                         netmask: "255.255.255.0".into(),

@@ -1,6 +1,7 @@
 //! The HTTP API: the subset of DigitalOcean's API v2 the provider uses, with DO's paths,
 //! JSON shapes, errors, pagination, Bearer auth and rate limits; plus `/_localocean` admin.
 
+mod backups;
 pub mod catalog;
 mod domains;
 mod droplets;
@@ -10,6 +11,7 @@ mod keys;
 mod load_balancers;
 pub mod metadata;
 mod reserved_ips;
+mod snapshots;
 mod spaces_keys;
 mod tags;
 mod uptime;
@@ -215,6 +217,13 @@ pub fn router(app: Arc<App>) -> Router {
             "/v2/droplets/{id}",
             get(droplets::get).delete(droplets::delete),
         )
+        .route("/v2/droplets/{id}/backups", get(backups::list))
+        .route("/v2/droplets/{id}/backups/policy", get(backups::policy))
+        .route("/v2/droplets/backups/policies", get(backups::policies))
+        .route(
+            "/v2/droplets/backups/supported_policies",
+            get(backups::supported),
+        )
         .route(
             "/v2/droplets/{id}/actions",
             get(droplets::actions_list).post(droplets::action_post),
@@ -241,6 +250,19 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v2/volumes", get(volumes::list).post(volumes::create))
         .route("/v2/volumes/actions", post(volumes::action_by_name))
+        .route(
+            "/v2/volumes/snapshots/{snapshot_id}",
+            get(snapshots::get).delete(snapshots::delete),
+        )
+        .route(
+            "/v2/volumes/{id}/snapshots",
+            get(snapshots::list_for_volume).post(snapshots::create),
+        )
+        .route("/v2/snapshots", get(snapshots::list))
+        .route(
+            "/v2/snapshots/{snapshot_id}",
+            get(snapshots::get).delete(snapshots::delete),
+        )
         .route(
             "/v2/volumes/{id}",
             get(volumes::get).delete(volumes::delete),

@@ -30,6 +30,7 @@ pub(crate) fn volume_spec(v: &Volume) -> VolumeSpec {
         filesystem_type: (!v.filesystem_type.is_empty()).then(|| v.filesystem_type.clone()),
         filesystem_label: (!v.filesystem_label.is_empty()).then(|| v.filesystem_label.clone()),
         automount: false,
+        snapshot_id: v.snapshot_id.clone(),
     }
 }
 
@@ -136,18 +137,43 @@ pub async fn create(
             req.region
         )));
     }
-    if req.snapshot_id.is_some() {
-        return Err(ApiError::unprocessable(
-            "creating volumes from snapshots is not supported by localocean",
-        ));
-    }
-    let fs = req.filesystem_type.unwrap_or_default();
+    let snapshot = match &req.snapshot_id {
+        Some(sid) => {
+            let snap = app
+                .store
+                .read(|s| s.volume_snapshots.iter().find(|x| &x.id == sid).cloned())
+                .ok_or_else(|| ApiError::unprocessable(format!("snapshot {sid} was not found")))?;
+            if snap.region != req.region {
+                return Err(ApiError::unprocessable(format!(
+                    "snapshot {sid} is not available in region {}",
+                    req.region
+                )));
+            }
+            if req.size_gigabytes < snap.min_disk_size {
+                return Err(ApiError::unprocessable(format!(
+                    "size_gigabytes must be at least the snapshot's min_disk_size ({})",
+                    snap.min_disk_size
+                )));
+            }
+            Some(snap)
+        }
+        None => None,
+    };
+    // A volume from a snapshot has the snapshot's file system, whatever the request says.
+    let (fs, label) = match &snapshot {
+        Some(snap) => (
+            Some(snap.filesystem_type.clone()),
+            Some(snap.filesystem_label.clone()),
+        ),
+        None => (req.filesystem_type, req.filesystem_label),
+    };
+    let fs = fs.unwrap_or_default();
     if !matches!(fs.as_str(), "" | "ext4" | "xfs") {
         return Err(ApiError::unprocessable(format!(
             "filesystem_type {fs:?} is invalid: use ext4 or xfs"
         )));
     }
-    let label = req.filesystem_label.unwrap_or_default();
+    let label = label.unwrap_or_default();
     validate_label(&fs, &label)?;
     let tags = req.tags.unwrap_or_default();
     validate_tags(&tags)?;
@@ -174,6 +200,7 @@ pub async fn create(
         filesystem_type: fs,
         droplet_ids: Vec::new(),
         attached_before: false,
+        snapshot_id: snapshot.map(|s| s.id),
     };
     app.hv
         .create_volume(&volume_spec(&volume))

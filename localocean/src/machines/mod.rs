@@ -739,6 +739,20 @@ impl Hypervisor for Nspawn {
         Ok(volume::delete(&self.cfg.state, volume_id).await?)
     }
 
+    async fn snapshot_volume(&self, volume: &VolumeSpec, snapshot_id: &str) -> anyhow::Result<u64> {
+        let leaders: Vec<i32> = self
+            .records()
+            .into_iter()
+            .filter(|r| r.volumes.iter().any(|v| v.id == volume.id))
+            .filter_map(|r| self.leader_pid(r.droplet_id))
+            .collect();
+        Ok(volume::snapshot(&self.cfg.state, &volume.id, snapshot_id, &leaders).await?)
+    }
+
+    async fn delete_snapshot(&self, snapshot_id: &str) -> anyhow::Result<()> {
+        Ok(volume::delete_snapshot(&self.cfg.state, snapshot_id)?)
+    }
+
     async fn attach_volume(&self, droplet_id: u64, volume: &VolumeSpec) -> anyhow::Result<()> {
         let lock = self.lock(droplet_id);
         let _g = lock.lock().await;

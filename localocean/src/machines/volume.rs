@@ -14,6 +14,13 @@ fn image(state: &StateDir, id: &str) -> PathBuf {
     state.volumes().join(format!("{id}.img"))
 }
 
+fn snapshot_image(state: &StateDir, snapshot_id: &str) -> PathBuf {
+    state
+        .volumes()
+        .join("snapshots")
+        .join(format!("{snapshot_id}.img"))
+}
+
 fn check_id(id: &str) -> SysResult<()> {
     if id.is_empty()
         || !id
@@ -69,11 +76,34 @@ pub async fn create(state: &StateDir, v: &VolumeSpec) -> SysResult<()> {
         return Ok(());
     }
     let tmp = dir.join(format!(".{}.img.tmp", v.id));
-    let f = std::fs::File::create(&tmp).map_err(io_err("creating", &tmp))?;
-    f.set_len(u64::from(v.size_gib) << 30)
-        .map_err(io_err("sizing", &tmp))?;
+    if let Some(snap) = &v.snapshot_id {
+        // A volume from a snapshot starts as a copy of the snapshot's data; its file system
+        // is the snapshot's, never made again.
+        check_id(snap)?;
+        let src = snapshot_image(state, snap);
+        if let Err(e) = copy_sparse(&src, &tmp).await {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    }
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&tmp)
+        .map_err(io_err("creating", &tmp))?;
+    let want = u64::from(v.size_gib) << 30;
+    if f.metadata().map_err(io_err("reading", &tmp))?.len() > want {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(SysError::Other(format!(
+            "volume ({}) is smaller than its snapshot",
+            v.id
+        )));
+    }
+    f.set_len(want).map_err(io_err("sizing", &tmp))?;
+    f.sync_all().map_err(io_err("syncing", &tmp))?;
     drop(f);
-    if let Some(fs) = &v.filesystem_type {
+    if let (Some(fs), None) = (&v.filesystem_type, &v.snapshot_id) {
         if let Err(e) = mkfs(&tmp, fs, v.filesystem_label.as_deref()).await {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
@@ -105,6 +135,161 @@ async fn mkfs(file: &Path, fs: &str, label: Option<&str>) -> SysResult<()> {
     }
     args.push(file.to_string_lossy().into_owned());
     sys::run(program, &args).await.map(drop)
+}
+
+/// `cp` that keeps holes and shares blocks where the file system can (reflink), then syncs.
+async fn copy_sparse(src: &Path, dst: &Path) -> SysResult<()> {
+    let (s, d) = (
+        src.to_string_lossy().into_owned(),
+        dst.to_string_lossy().into_owned(),
+    );
+    sys::run(
+        "cp",
+        &["--reflink=auto", "--sparse=always", s.as_str(), d.as_str()],
+    )
+    .await?;
+    std::fs::File::open(dst)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("syncing", dst))
+}
+
+/// Takes a snapshot: a copy of the volume's backing file, made while every file system
+/// mounted from it (in the machines whose leaders are given) is frozen, so the copy is one
+/// point in time of the disk, as DigitalOcean's snapshot of a block device is. A file
+/// system someone else froze already (`fsfreeze` in the droplet) is left frozen for them.
+/// Returns the bytes the copy holds.
+pub async fn snapshot(
+    state: &StateDir,
+    id: &str,
+    snapshot_id: &str,
+    leaders: &[i32],
+) -> SysResult<u64> {
+    check_exists(state, id)?;
+    check_id(snapshot_id)?;
+    let dst = snapshot_image(state, snapshot_id);
+    let dir = dst.parent().map(Path::to_path_buf).unwrap_or_default();
+    std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+    if dst.exists() {
+        return allocated(&dst);
+    }
+    let mut devices = Vec::new();
+    for l in loops_of(state, id).into_iter().filter(Loop::live) {
+        devices.push(device_numbers(&l.dev)?);
+    }
+    let mut frozen = Vec::new();
+    for &leader in leaders {
+        for mp in mounts_of(leader, &devices) {
+            match Frozen::freeze(&mp) {
+                Ok(Some(f)) => frozen.push(f),
+                Ok(None) => tracing::info!("volume ({id}): {} was frozen already", mp.display()),
+                Err(e) => {
+                    drop(frozen);
+                    return Err(e);
+                }
+            }
+        }
+    }
+    let tmp = dir.join(format!(".{snapshot_id}.img.tmp"));
+    let copied = copy_sparse(&image(state, id), &tmp).await;
+    drop(frozen);
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, &dst).map_err(io_err("renaming into", &dst))?;
+    allocated(&dst)
+}
+
+fn allocated(file: &Path) -> SysResult<u64> {
+    Ok(std::fs::metadata(file)
+        .map_err(io_err("reading", file))?
+        .blocks()
+        * 512)
+}
+
+/// Removes a snapshot's copy; one already gone is removed.
+pub fn delete_snapshot(state: &StateDir, snapshot_id: &str) -> SysResult<()> {
+    check_id(snapshot_id)?;
+    let img = snapshot_image(state, snapshot_id);
+    match std::fs::remove_file(&img) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("removing", &img)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Where, seen from the host, a machine has mounted one of these devices.
+fn mounts_of(leader: i32, devices: &[(u32, u32)]) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string(format!("/proc/{leader}/mountinfo")).unwrap_or_default();
+    info.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            let (major, minor) = f.get(2)?.split_once(':')?;
+            let dev = (major.parse().ok()?, minor.parse().ok()?);
+            let point = unescape(f.get(4)?);
+            devices.contains(&dev).then(|| {
+                Path::new(&format!("/proc/{leader}/root")).join(point.trim_start_matches('/'))
+            })
+        })
+        .collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let digit = |c: u8| u32::from(c - b'0');
+            let v = digit(b[i + 1]) * 64 + digit(b[i + 2]) * 8 + digit(b[i + 3]);
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+const FIFREEZE: libc::c_ulong = 0xC004_5877;
+const FITHAW: libc::c_ulong = 0xC004_5878;
+
+/// A file system frozen by us, thawed when dropped (whatever happened meanwhile).
+struct Frozen(std::fs::File, PathBuf);
+
+impl Frozen {
+    /// `None` when it was frozen already (by the droplet's own `fsfreeze`).
+    fn freeze(mount_point: &Path) -> SysResult<Option<Frozen>> {
+        let f = std::fs::File::open(mount_point).map_err(io_err("opening", mount_point))?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        // SAFETY: FIFREEZE takes no argument beyond the fd, which stays open for the call.
+        if unsafe { libc::ioctl(fd, FIFREEZE as _, 0) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                return Ok(None);
+            }
+            return Err(io_err("freezing", mount_point)(e));
+        }
+        Ok(Some(Frozen(f, mount_point.to_path_buf())))
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.0);
+        // SAFETY: as in `freeze`.
+        if unsafe { libc::ioctl(fd, FITHAW as _, 0) } != 0 {
+            tracing::error!(
+                "thawing {}: {}",
+                self.1.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 /// Grows the backing file and every live loop device over it, so that a machine sees the
@@ -362,6 +547,13 @@ mod tests {
         for bad in ["", "a/b", "../x", "a b", "a.b"] {
             assert!(check_name(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn mount_points_are_unescaped() {
+        assert_eq!(unescape("/mnt/a\\040b"), "/mnt/a b");
+        assert_eq!(unescape("/mnt/plain"), "/mnt/plain");
+        assert_eq!(unescape("/mnt/x\\"), "/mnt/x\\");
     }
 
     #[test]

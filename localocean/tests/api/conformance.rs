@@ -115,7 +115,8 @@ async fn conformance_every_operation() {
                 "name": "reg-1.example.com", "region": "nyc3", "size": "s-1vcpu-1gb",
                 "image": "debian-12-x64", "ssh_keys": [ed_id, RSA_MD5],
                 "user_data": "#cloud-config\n", "tags": ["registry", "env:test"],
-                "volumes": [vol1], "monitoring": true, "ipv6": true
+                "volumes": [vol1], "monitoring": true, "ipv6": true,
+                "backups": true, "backup_policy": {"plan": "weekly", "weekday": "SUN", "hour": 4}
             })),
         )
         .await;
@@ -216,6 +217,135 @@ async fn conformance_every_operation() {
     let r = h.call("GET", "/v2/actions", "/v2/actions", None).await;
     assert_eq!(r.status, 200);
 
+    // Backups: the policy given at create, changed, disabled and enabled by actions.
+    let r = h.call("GET", dp, &format!("/v2/droplets/{d1}"), None).await;
+    assert!(r.body["droplet"]["features"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("backups")));
+    assert_eq!(r.body["droplet"]["backup_ids"], json!([]));
+    let window = r.body["droplet"]["next_backup_window"].clone();
+    assert!(
+        window["start"].as_str().unwrap().ends_with("T04:00:00Z"),
+        "{window}"
+    );
+    assert!(
+        window["end"].as_str().unwrap().ends_with("T08:00:00Z"),
+        "{window}"
+    );
+    let bp = "/v2/droplets/{droplet_id}/backups/policy";
+    let bpath = format!("/v2/droplets/{d1}/backups/policy");
+    let r = h.call("GET", bp, &bpath, None).await;
+    assert_eq!(r.body["policy"]["backup_enabled"], true);
+    assert_eq!(
+        r.body["policy"]["backup_policy"],
+        json!({"plan": "weekly", "weekday": "SUN", "hour": 4,
+               "window_length_hours": 4, "retention_period_days": 28})
+    );
+    assert_eq!(r.body["policy"]["next_backup_window"], window);
+    let r = h
+        .call(
+            "GET",
+            "/v2/droplets/{droplet_id}/backups",
+            &format!("/v2/droplets/{d1}/backups"),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["meta"]["total"], 0);
+    let r = h
+        .call(
+            "POST",
+            da,
+            &path,
+            Some(json!({"type": "change_backup_policy", "backup_policy": {"plan": "daily", "hour": 20}})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["action"]["type"], "change_backup_policy");
+    let r = h.call("GET", bp, &bpath, None).await;
+    assert_eq!(r.body["policy"]["backup_policy"]["plan"], "daily");
+    assert_eq!(r.body["policy"]["backup_policy"]["hour"], 20);
+    assert_eq!(
+        r.body["policy"]["backup_policy"]["retention_period_days"],
+        7
+    );
+    for bad in [
+        json!({"type": "change_backup_policy", "backup_policy": {"plan": "daily", "hour": 3}}),
+        json!({"type": "change_backup_policy", "backup_policy": {"plan": "monthly"}}),
+        json!({"type": "change_backup_policy"}),
+    ] {
+        let r = h
+            .raw("POST", &path, Some(&bad.to_string()), Some(TOKEN))
+            .await;
+        assert_error(&r, 422, "unprocessable_entity");
+    }
+    let r = h
+        .call("POST", da, &path, Some(json!({"type": "disable_backups"})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = h.call("GET", bp, &bpath, None).await;
+    assert_eq!(r.body["policy"]["backup_enabled"], false);
+    let r = h.call("GET", dp, &format!("/v2/droplets/{d1}"), None).await;
+    assert_eq!(r.body["droplet"]["next_backup_window"], Value::Null);
+    assert!(!r.body["droplet"]["features"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("backups")));
+    let r = h
+        .raw(
+            "POST",
+            &path,
+            Some(
+                &json!({"type": "change_backup_policy", "backup_policy": {"plan": "daily"}})
+                    .to_string(),
+            ),
+            Some(TOKEN),
+        )
+        .await;
+    assert_error(&r, 422, "unprocessable_entity");
+    let r = h
+        .call("POST", da, &path, Some(json!({"type": "enable_backups"})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = h.call("GET", bp, &bpath, None).await;
+    assert_eq!(r.body["policy"]["backup_policy"]["plan"], "daily");
+    let r = h
+        .call(
+            "GET",
+            "/v2/droplets/backups/policies",
+            "/v2/droplets/backups/policies",
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.body["policies"][d1.to_string()]["backup_enabled"],
+        true,
+        "{}",
+        r.text
+    );
+    let r = h
+        .call(
+            "GET",
+            "/v2/droplets/backups/supported_policies",
+            "/v2/droplets/backups/supported_policies",
+            None,
+        )
+        .await;
+    assert_eq!(r.body["supported_policies"][0]["name"], "weekly");
+    let r = h
+        .raw(
+            "POST",
+            "/v2/droplets",
+            Some(
+                &json!({"name": "nobackups", "region": "nyc3", "size": "s-1vcpu-1gb",
+                        "image": "debian-12-x64", "backup_policy": {"plan": "daily"}})
+                .to_string(),
+            ),
+            Some(TOKEN),
+        )
+        .await;
+    assert_error(&r, 422, "unprocessable_entity");
+
     // Volumes.
     let r = h
         .call(
@@ -292,6 +422,153 @@ async fn conformance_every_operation() {
         .hv
         .calls()
         .contains(&"resize_volume data-1 20".to_string()));
+
+    // Volume snapshots, and a volume made from one.
+    let vs = "/v2/volumes/{volume_id}/snapshots";
+    let vspath = format!("/v2/volumes/{vol1}/snapshots");
+    let r = h
+        .call(
+            "POST",
+            vs,
+            &vspath,
+            Some(json!({"name": "data-1-snap", "tags": ["reg"]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let snap = r.body["snapshot"].clone();
+    let snap_id = snap["id"].as_str().unwrap().to_string();
+    assert_eq!(snap["resource_id"], vol1.as_str());
+    assert_eq!(snap["resource_type"], "volume");
+    assert_eq!(snap["min_disk_size"], 20);
+    assert_eq!(snap["regions"], json!(["nyc3"]));
+    assert!(h
+        .hv
+        .calls()
+        .contains(&format!("snapshot_volume data-1 {snap_id}")));
+    let r = h
+        .raw("POST", &vspath, Some(r#"{"name": ""}"#), Some(TOKEN))
+        .await;
+    assert_error(&r, 422, "unprocessable_entity");
+    let r = h
+        .raw(
+            "POST",
+            "/v2/volumes/no-such-volume/snapshots",
+            Some(r#"{"name": "x"}"#),
+            Some(TOKEN),
+        )
+        .await;
+    assert_error(&r, 404, "not_found");
+    let r = h.call("GET", vs, &vspath, None).await;
+    assert_eq!(r.body["meta"]["total"], 1);
+    assert_eq!(r.body["snapshots"][0], snap);
+    let r = h
+        .call(
+            "GET",
+            "/v2/snapshots",
+            "/v2/snapshots?resource_type=volume",
+            None,
+        )
+        .await;
+    assert_eq!(r.body["meta"]["total"], 1);
+    let r = h
+        .call(
+            "GET",
+            "/v2/snapshots",
+            "/v2/snapshots?resource_type=droplet",
+            None,
+        )
+        .await;
+    assert_eq!(r.body["meta"]["total"], 0);
+    let sp = "/v2/snapshots/{snapshot_id}";
+    let r = h
+        .call("GET", sp, &format!("/v2/snapshots/{snap_id}"), None)
+        .await;
+    assert_eq!(r.body["snapshot"], snap);
+    let vsp = "/v2/volumes/snapshots/{snapshot_id}";
+    let r = h
+        .call(
+            "GET",
+            vsp,
+            &format!("/v2/volumes/snapshots/{snap_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["snapshot"], snap);
+    for (body, why) in [
+        (
+            json!({"name": "data-2", "size_gigabytes": 10, "region": "nyc3", "snapshot_id": snap_id}),
+            "smaller than min_disk_size",
+        ),
+        (
+            json!({"name": "data-2", "size_gigabytes": 20, "region": "ams3", "snapshot_id": snap_id}),
+            "another region",
+        ),
+        (
+            json!({"name": "data-2", "size_gigabytes": 20, "region": "nyc3", "snapshot_id": "nope"}),
+            "no such snapshot",
+        ),
+    ] {
+        let r = h
+            .raw("POST", "/v2/volumes", Some(&body.to_string()), Some(TOKEN))
+            .await;
+        assert_eq!(r.status, 422, "{why}: {}", r.text);
+    }
+    let r = h
+        .call(
+            "POST",
+            "/v2/volumes",
+            "/v2/volumes",
+            Some(
+                json!({"name": "data-2", "size_gigabytes": 25, "region": "nyc3",
+                        "snapshot_id": snap_id, "description": "from a snapshot"}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let vol2 = r.body["volume"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        r.body["volume"]["filesystem_type"], "ext4",
+        "the snapshot's"
+    );
+    assert!(h
+        .hv
+        .calls()
+        .contains(&format!("create_volume data-2 25 from {snap_id}")));
+    let r = h
+        .call("DELETE", vp, &format!("/v2/volumes/{vol2}"), None)
+        .await;
+    assert_eq!(r.status, 204);
+    let r = h
+        .call("DELETE", sp, &format!("/v2/snapshots/{snap_id}"), None)
+        .await;
+    assert_eq!(r.status, 204);
+    assert!(h.hv.calls().contains(&format!("delete_snapshot {snap_id}")));
+    let r = h
+        .call("GET", sp, &format!("/v2/snapshots/{snap_id}"), None)
+        .await;
+    assert_error(&r, 404, "not_found");
+    let r = h
+        .call("POST", vs, &vspath, Some(json!({"name": "data-1-snap-2"})))
+        .await;
+    let snap2 = r.body["snapshot"]["id"].as_str().unwrap().to_string();
+    let r = h
+        .call(
+            "DELETE",
+            vsp,
+            &format!("/v2/volumes/snapshots/{snap2}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let r = h
+        .call(
+            "DELETE",
+            vsp,
+            &format!("/v2/volumes/snapshots/{snap2}"),
+            None,
+        )
+        .await;
+    assert_error(&r, 404, "not_found");
 
     // Domains and records.
     let r = h
@@ -1139,7 +1416,7 @@ async fn conformance_every_operation() {
         "conformance: checked {ops} operations, {} responses",
         h.responses.load(Ordering::SeqCst)
     );
-    assert!(ops >= 80, "only {ops} operations exercised");
+    assert!(ops >= 88, "only {ops} operations exercised");
     drop(h.api);
 }
 

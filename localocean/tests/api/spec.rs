@@ -14,13 +14,18 @@ pub(super) struct Spec {
 pub(super) fn spec() -> &'static Spec {
     static SPEC: OnceLock<Spec> = OnceLock::new();
     SPEC.get_or_init(|| {
-        // `shared/` beside the clone (CI, /work/main) or higher up (a worktree in /work/wt/).
+        // `shared/` beside the clone (CI, /work/main) or higher up (a worktree in /work/wt/);
+        // DO_OPENAPI_YAML names another place.
         let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let path = manifest
-            .ancestors()
-            .skip(2)
-            .map(|d| d.join("shared/do-openapi.yaml"))
-            .find(|p| p.exists())
+        let path = std::env::var_os("DO_OPENAPI_YAML")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                manifest
+                    .ancestors()
+                    .skip(2)
+                    .map(|d| d.join("shared/do-openapi.yaml"))
+                    .find(|p| p.exists())
+            })
             .unwrap_or_else(|| manifest.join("../../shared/do-openapi.yaml"));
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));

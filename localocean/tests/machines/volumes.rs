@@ -21,6 +21,7 @@ fn volume(id: u64, tag: &str, fs: Option<&str>) -> VolumeSpec {
         filesystem_type: fs.map(str::to_string),
         filesystem_label: None,
         automount: false,
+        snapshot_id: None,
     }
 }
 
@@ -266,7 +267,68 @@ async fn volumes_are_disks_mounted_only_by_digitaloceans_automount() {
         !seen.contains("after"),
         "a write after the detach landed: {seen}"
     );
-    ssh_ok(&key, ip2, "umount /data");
+
+    // A snapshot taken while a machine writes to the mounted file system is one point in
+    // time of the disk (localocean freezes the file system for the copy): a volume made from
+    // it, in another machine, is a clean file system with what was written before.
+    let writer = ssh_ok(
+        &key,
+        ip2,
+        "nohup sh -c 'i=0; while [ $i -lt 100000 ]; do echo $i > /data/w.$((i % 64)); i=$((i+1)); done' >/dev/null 2>&1 & echo $!",
+    );
+    let writer = writer.trim();
+    let snap = format!("snap-{id}");
+    let bytes = lab
+        .hv
+        .snapshot_volume(&later, &snap)
+        .await
+        .expect("snapshot under writes");
+    assert!(bytes > 0, "the snapshot holds no data");
+    let restored = VolumeSpec {
+        size_gib: 3,
+        snapshot_id: Some(snap.clone()),
+        ..volume(id, "restored", Some("ext4"))
+    };
+    lab.hv
+        .create_volume(&restored)
+        .await
+        .expect("volume from snapshot");
+    lab.hv
+        .attach_volume(id, &restored)
+        .await
+        .expect("attach restored");
+    assert_eq!(size_inside(&key, ip, &restored), 3 * GIB);
+    let checked = ssh_ok(
+        &key,
+        ip,
+        &format!(
+            "e2fsck -f -n {dev} 2>&1 && mkdir -p /restored && mount -o ro {dev} /restored && cat /restored/data && umount /restored",
+            dev = by_id(&restored)
+        ),
+    );
+    assert!(checked.ends_with("before\n"), "{checked}");
+    lab.hv
+        .detach_volume(id, &restored)
+        .await
+        .expect("detach restored");
+    lab.hv
+        .delete_volume(&restored.id)
+        .await
+        .expect("delete restored");
+    lab.hv
+        .delete_snapshot(&snap)
+        .await
+        .expect("delete snapshot");
+    lab.hv
+        .delete_snapshot(&snap)
+        .await
+        .expect("delete snapshot twice");
+
+    ssh_ok(
+        &key,
+        ip2,
+        &format!("kill {writer} || true; umount -l /data"),
+    );
     lab.hv
         .detach_volume(other, &later)
         .await
