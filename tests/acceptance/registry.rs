@@ -283,6 +283,20 @@ impl PullLoop {
         }
     }
 
+    /// Pulls finished so far, failed or not.
+    pub fn done(&self) -> usize {
+        self.ok.load(Ordering::SeqCst) + self.failures.lock().unwrap().len()
+    }
+
+    /// Waits until `n` pulls have finished (at most `limit`): on a loaded machine one pull can
+    /// take seconds, and a fixed wait saw too few of them.
+    pub fn wait_for(&self, n: usize, limit: Duration) {
+        let start = std::time::Instant::now();
+        while self.done() < n && start.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn finish(mut self) -> (usize, Vec<String>) {
         self.stop.store(true, Ordering::SeqCst);
         self.handle.take().unwrap().join().unwrap();

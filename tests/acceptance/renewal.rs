@@ -263,8 +263,10 @@ fn renews_without_apply(fx: &Fixture) -> Value {
     let reference = fx.push(&sk);
     let looper = PullLoop::start(fx.skopeo(), reference, format!("admin:{ADMIN_PW}"));
     let renewed = fx.wait_for_renewal(&ip, &served, Duration::from_secs(180));
-    // Pulls after the switch too (the renewal may land right as the wait begins).
+    // Pulls after the switch too (the renewal may land right as the wait begins): two more
+    // whole pulls, and at least three in all.
     std::thread::sleep(Duration::from_secs(5));
+    looper.wait_for((looper.done() + 2).max(3), Duration::from_secs(90));
     let (pulls, failures) = looper.finish();
     assert!(
         failures.is_empty(),
