@@ -14,6 +14,9 @@ use super::{AcmeConfig, AcmeError};
 /// Each exchange with the CA; polling loops have their own overall bound.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Tries to connect to the CA before an exchange fails (1 s, then 2 s apart).
+const CONNECT_ATTEMPTS: u32 = 3;
+
 struct Reqwest(reqwest::Client);
 
 pub(super) fn client(cfg: &AcmeConfig) -> Result<Box<dyn HttpClient>, AcmeError> {
@@ -68,13 +71,32 @@ impl HttpClient for Reqwest {
                 .await
                 .unwrap_or_else(|never| match never {})
                 .to_bytes();
-            let rsp = client
-                .request(parts.method, parts.uri.to_string())
-                .headers(parts.headers)
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| other(e.without_url()))?;
+            // A connection the CA never accepted carried nothing (its nonce unspent): tried
+            // again after a pause, a few times. Seen: Pebble on a loaded machine refusing one
+            // connection, failing a whole create; Let's Encrypt's front ends do the same now and
+            // then. Errors after the request was sent are not retried here (a POST may have
+            // been acted on).
+            let mut attempt = 1;
+            let rsp = loop {
+                let sent = client
+                    .request(parts.method.clone(), parts.uri.to_string())
+                    .headers(parts.headers.clone())
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match sent {
+                    Err(e) if e.is_connect() && attempt < CONNECT_ATTEMPTS => {
+                        tracing::debug!(
+                            attempt,
+                            "connecting to the CA failed: {}; again",
+                            e.without_url()
+                        );
+                        tokio::time::sleep(Duration::from_secs(attempt as u64)).await;
+                        attempt += 1;
+                    }
+                    other_result => break other_result.map_err(|e| other(e.without_url()))?,
+                }
+            };
             let mut out = http::Response::builder()
                 .status(rsp.status())
                 .version(rsp.version());
@@ -88,5 +110,40 @@ impl HttpClient for Reqwest {
                 body: Box::new(bytes),
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A CA that refuses the first connections (not listening yet) is reached on a later
+    /// attempt; the request is the same one.
+    #[tokio::test]
+    async fn a_refused_connection_is_tried_again() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1200));
+            let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).unwrap();
+            let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+                .unwrap();
+            request
+        });
+        let cfg = AcmeConfig::new(format!("http://127.0.0.1:{port}/dir").parse().unwrap());
+        let req = http::Request::get(format!("http://127.0.0.1:{port}/dir"))
+            .body(BodyWrapper::from(Vec::new()))
+            .unwrap();
+        let rsp = client(&cfg).unwrap().request(req).await.unwrap();
+        assert_eq!(rsp.parts.status, 200);
+        assert!(server.join().unwrap().starts_with("GET /dir "));
     }
 }
