@@ -474,8 +474,8 @@ mod tests {
         crate::tls::leaf_info(pem).unwrap().der
     }
 
-    /// A loopback TLS server answering every connection with one HTTP 200.
-    async fn server(issued: &crate::tls::Issued) -> std::net::SocketAddr {
+    /// TLS with `issued`'s certificate, for the loopback servers below.
+    fn acceptor(issued: &crate::tls::Issued) -> tokio_rustls::TlsAcceptor {
         let certs = vec![CertificateDer::from(der_of(&issued.cert_chain_pem))];
         let key =
             PrivateKeyDer::from_pem_slice(issued.private_key_pem.expose().as_bytes()).unwrap();
@@ -487,7 +487,12 @@ mod tests {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
+    /// A loopback TLS server answering every connection with one HTTP 200.
+    async fn server(issued: &crate::tls::Issued) -> std::net::SocketAddr {
+        let acceptor = acceptor(issued);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -541,18 +546,7 @@ mod tests {
         issued: &crate::tls::Issued,
         answer: fn(&str, &str) -> (u16, String, String),
     ) -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
-        let certs = vec![CertificateDer::from(der_of(&issued.cert_chain_pem))];
-        let key =
-            PrivateKeyDer::from_pem_slice(issued.private_key_pem.expose().as_bytes()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let acceptor = acceptor(issued);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
