@@ -192,7 +192,15 @@ pub async fn managed_file_digests_and(
     if paths.is_empty() && extra.is_none() {
         return Ok((BTreeMap::new(), String::new()));
     }
-    let mut cmd = String::from("for p in");
+    // Under the droplet's renewal lock (shared) when it has one: a renewal swaps the
+    // certificate and its key under it, so that what is read here is one renewal's files.
+    let lock = transport.rooted(crate::render::renewal::renewal_paths::INSTALL_LOCK);
+    let lock_dir = lock.rsplit_once('/').map_or("/", |(d, _)| d).to_owned();
+    let mut cmd = format!(
+        "if [ -d {dir} ] && command -v flock >/dev/null 2>&1; then exec 9>>{lock}; flock -s -w 60 9 || true; fi; for p in",
+        dir = shell_quote(&lock_dir),
+        lock = shell_quote(&lock),
+    );
     for p in paths {
         cmd.push(' ');
         cmd.push_str(&shell_quote(&transport.rooted(p)));

@@ -33,6 +33,9 @@ STATUS = STATE_DIR + "/status.json"
 # its reason here for the run to report.
 HOOK_ERROR = STATE_DIR + "/auth-hook-error"
 LE_DIR = "/etc/letsencrypt"
+# Held while the certificate and its key are swapped: the provider reads both, and the
+# digests of the droplet's files, under it (renewal_paths::INSTALL_LOCK).
+INSTALL_LOCK = "/run/registry-renew.install.lock"
 UTC = datetime.timezone.utc
 # A short, secret-free cause is all the provider shows; certbot's full log stays on the droplet.
 MAX_MESSAGE = 300
@@ -399,8 +402,11 @@ def deploy():
         key = f.read()
     write_atomic(cfg["key"] + ".new", key, 0o600)
     write_atomic(cfg["cert"] + ".new", chain, 0o644)
-    os.rename(cfg["key"] + ".new", cfg["key"])
-    os.rename(cfg["cert"] + ".new", cfg["cert"])
+    import fcntl
+    with open(INSTALL_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        os.rename(cfg["key"] + ".new", cfg["key"])
+        os.rename(cfg["cert"] + ".new", cfg["cert"])
     test = subprocess.run(["nginx", "-t"], capture_output=True, text=True)
     if test.returncode != 0:
         raise SystemExit("nginx -t rejected the new certificate: " + short(test.stderr))

@@ -28,6 +28,10 @@ pub mod renewal_paths {
     pub const NAMED_DROPIN: &str = "/etc/systemd/system/named.service.d/registry-renew.conf";
     /// The challenge zone; named rewrites it (dynamic updates), so it is seeded, not managed.
     pub const ZONE: &str = "/var/lib/bind/registry-renew.zone";
+    /// Held (flock, exclusive) while a renewal swaps the certificate and its key; the
+    /// provider reads both, and every managed file's digest, under it (shared), so that a
+    /// refresh never pairs one renewal's chain with the digests of another's.
+    pub const INSTALL_LOCK: &str = "/run/registry-renew.install.lock";
 }
 
 /// The challenge the droplet answers.
@@ -234,6 +238,22 @@ mod tests {
         let test = renewal_timer(Duration::from_secs(5));
         assert!(test.contains("OnUnitActiveSec=5s") && test.contains("AccuracySec=1s"));
         assert!(test.contains("OnActiveSec=5s"));
+    }
+
+    #[test]
+    fn the_driver_uses_the_paths_the_provider_reads() {
+        for (name, path) in [
+            ("CONFIG", renewal_paths::CONFIG),
+            ("ACCOUNT", renewal_paths::ACCOUNT),
+            ("INSTALL_LOCK", renewal_paths::INSTALL_LOCK),
+        ] {
+            assert!(
+                DRIVER.contains(&format!("\n{name} = \"{path}\"\n")),
+                "renew.py's {name} is not {path}"
+            );
+        }
+        assert!(DRIVER.contains("STATUS = STATE_DIR + \"/status.json\""));
+        assert_eq!(renewal_paths::STATUS, "/var/lib/registry-renew/status.json");
     }
 
     #[test]
