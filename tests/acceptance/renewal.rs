@@ -404,17 +404,29 @@ fn a_foreign_certificate_is_drift(fx: &Fixture) {
 }
 
 /// The fallback apply installs its certificate while a renewal of the droplet's is in flight.
-/// A drop-in of the test's holds the droplet's next renewal at its start behind a gate file;
-/// once the apply's converge has stopped the timer (and waits for that renewal), the gate
-/// opens: the renewal completes (the provider's own order started named again) and installs
-/// the droplet's certificate; only then does the converge install the provider's, which the
-/// apply checks from outside. Without the converge's hold, the droplet's renewal would land
-/// after the provider's certificate and the apply's check would fail.
+/// A drop-in of the test's holds the droplet's next renewal behind a gate file, inside its
+/// main process (the unit's own command runs once the gate opens); once the apply's converge
+/// has stopped the timer (and waits for that renewal), the gate opens: the renewal completes
+/// (the provider's own order started named again) and installs the droplet's certificate;
+/// only then does the converge install the provider's, which the apply checks from outside.
+/// Without the converge's hold, the droplet's renewal would land after the provider's
+/// certificate and the apply's check would fail.
+///
+/// The hold is in `ExecStart`, not in an `ExecStartPre`: a process systemd spawns after the
+/// converge's `daemon-reload` failed twice in CI with `status=219/CGROUP` (systemd could not
+/// put it in the unit's cgroup, on the hybrid cgroup v1 hierarchy of these machines), which
+/// is the test bed's, not the provider's: the converge never starts the renewal service.
 fn apply_renews_while_the_droplet_renews(fx: &Fixture, ip: &str, before: &str) {
     const GATE: &str = "/run/registry-renew-test-gate";
+    const WAITING: &str = "/run/registry-renew-test-waiting";
+    let unit = terraform_provider_docker::render::renewal::renewal_service();
+    let run = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("the renewal unit has an ExecStart");
     fx.on_droplet(&format!(
         "mkdir -p /etc/systemd/system/registry-renew.service.d && \
-         printf '[Service]\\nExecStartPre=/bin/sh -c \"while [ -e {GATE} ]; do sleep 1; done\"\\n' \
+         printf '[Service]\\nExecStart=\\nExecStart=/bin/sh -c \"touch {WAITING}; while [ -e {GATE} ]; do sleep 1; done; rm -f {WAITING}; exec {run}\"\\n' \
            > /etc/systemd/system/registry-renew.service.d/test-gate.conf && \
          touch {GATE} && systemctl daemon-reload && systemctl start --no-block registry-renew.service"
     ));
@@ -424,9 +436,11 @@ fn apply_renews_while_the_droplet_renews(fx: &Fixture, ip: &str, before: &str) {
     loop {
         let sub = fx.on_droplet_at(
             ip,
-            "systemctl show -p SubState --value registry-renew.service",
+            &format!(
+                "if [ -e {WAITING} ]; then systemctl show -p SubState --value registry-renew.service; fi"
+            ),
         );
-        if sub.trim() == "start-pre" {
+        if sub.trim() == "start" {
             break;
         }
         assert!(
