@@ -114,6 +114,45 @@ pub fn leaf_info(chain_pem: &str) -> Result<LeafInfo, TlsError> {
     })
 }
 
+/// The DER of the second certificate of a PEM chain: the leaf's issuer, as an ACME CA sends it.
+pub fn issuer_der(chain_pem: &str) -> Option<Vec<u8>> {
+    x509_parser::pem::Pem::iter_from_buffer(chain_pem.as_bytes())
+        .filter_map(|p| p.ok())
+        .nth(1)
+        .map(|p| p.contents)
+}
+
+/// Whether `leaf` (DER) is a renewal of `installed` (DER): signed by `issuer` (DER) under its
+/// name, valid at `now` (seconds since the epoch), for `fqdn`, and ending later than
+/// `installed` does. What the droplet's own renewal serves once it has replaced the
+/// certificate the provider installed.
+pub fn is_renewal_of(leaf: &[u8], installed: &[u8], issuer: &[u8], fqdn: &str, now: i64) -> bool {
+    use x509_parser::prelude::{parse_x509_certificate, ASN1Time};
+    let (Ok((_, leaf)), Ok((_, installed)), Ok((_, issuer)), Ok(now)) = (
+        parse_x509_certificate(leaf),
+        parse_x509_certificate(installed),
+        parse_x509_certificate(issuer),
+        ASN1Time::from_timestamp(now),
+    ) else {
+        return false;
+    };
+    let names_fqdn = leaf
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .is_some_and(|san| {
+            san.value.general_names.iter().any(|n| {
+                matches!(n, x509_parser::extensions::GeneralName::DNSName(d)
+                if name_matches(&d.to_ascii_lowercase(), &fqdn.to_ascii_lowercase()))
+            })
+        });
+    leaf.issuer() == issuer.subject()
+        && leaf.verify_signature(Some(issuer.public_key())).is_ok()
+        && leaf.validity().is_valid_at(now)
+        && leaf.validity().not_after > installed.validity().not_after
+        && names_fqdn
+}
+
 pub fn name_matches(pattern: &str, fqdn: &str) -> bool {
     if let Some(rest) = pattern.strip_prefix("*.") {
         fqdn.split_once('.')

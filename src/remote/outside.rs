@@ -27,6 +27,9 @@ pub struct Expectation {
     pub ip: IpAddr,
     /// The leaf certificate the provider installed (DER).
     pub certificate_der: Vec<u8>,
+    /// With `tls.renew = "droplet"`: its issuer (DER), whose later certificates for the fqdn
+    /// are accepted too (see [`pinned_client`]).
+    pub renewed_by: Option<Vec<u8>>,
     pub anonymous_pull: bool,
     /// A push user and password, when one has a plaintext password.
     pub push_user: Option<(String, Secret)>,
@@ -76,8 +79,13 @@ impl OutsideCheck for HttpsCheck {
             ip: e.ip,
             detail,
         };
-        let http = pinned_client(&e.fqdn, e.ip, e.certificate_der.clone())
-            .map_err(|err| fail(display_chain(&err)))?;
+        let http = pinned_client(
+            &e.fqdn,
+            e.ip,
+            e.certificate_der.clone(),
+            e.renewed_by.clone(),
+        )
+        .map_err(|err| fail(display_chain(&err)))?;
         let resp = http
             .get(&v2)
             .send()
@@ -308,9 +316,17 @@ async fn storage_round_trip(
 
 /// A client that reaches `fqdn` at `ip` and accepts exactly the certificate `der` (and a
 /// handshake signed by its key) on every connection it opens. A CA (Pebble's, a private one)
-/// need not be trusted: the provider knows the very certificate it installed.
-pub fn pinned_client(fqdn: &str, ip: IpAddr, der: Vec<u8>) -> Result<reqwest::Client, PinError> {
-    Ok(pinned_builder(fqdn, ip, der)?.build()?)
+/// need not be trusted: the provider knows the very certificate it installed. With
+/// `renewed_by` (the droplet renews its own certificate), a renewal of `der` by that issuer
+/// is accepted too: the droplet's timer may replace the certificate at any moment, and an
+/// apply that changes nothing about it must not fail on that ([`crate::tls::is_renewal_of`]).
+pub fn pinned_client(
+    fqdn: &str,
+    ip: IpAddr,
+    der: Vec<u8>,
+    renewed_by: Option<Vec<u8>>,
+) -> Result<reqwest::Client, PinError> {
+    Ok(pinned_builder(fqdn, ip, der, renewed_by)?.build()?)
 }
 
 /// [`pinned_client`] that hands redirects back instead of following them (a redirect to
@@ -319,8 +335,9 @@ pub fn pinned_client_no_redirect(
     fqdn: &str,
     ip: IpAddr,
     der: Vec<u8>,
+    renewed_by: Option<Vec<u8>>,
 ) -> Result<reqwest::Client, PinError> {
-    Ok(pinned_builder(fqdn, ip, der)?
+    Ok(pinned_builder(fqdn, ip, der, renewed_by)?
         .redirect(reqwest::redirect::Policy::none())
         .build()?)
 }
@@ -329,12 +346,18 @@ fn pinned_builder(
     fqdn: &str,
     ip: IpAddr,
     der: Vec<u8>,
+    renewed_by: Option<Vec<u8>>,
 ) -> Result<reqwest::ClientBuilder, PinError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned { der, provider }))
+        .with_custom_certificate_verifier(Arc::new(Pinned {
+            der,
+            renewed_by,
+            fqdn: fqdn.to_owned(),
+            provider,
+        }))
         .with_no_client_auth();
     Ok(reqwest::Client::builder()
         .use_preconfigured_tls(config)
@@ -405,6 +428,8 @@ async fn expect_v2(
 #[derive(Debug)]
 struct Pinned {
     der: Vec<u8>,
+    renewed_by: Option<Vec<u8>>,
+    fqdn: String,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
@@ -415,9 +440,20 @@ impl ServerCertVerifier for Pinned {
         _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp: &[u8],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.der.as_slice() {
+        let renewed = |issuer: &Vec<u8>| {
+            crate::tls::is_renewal_of(
+                end_entity.as_ref(),
+                &self.der,
+                issuer,
+                &self.fqdn,
+                now.as_secs() as i64,
+            )
+        };
+        if end_entity.as_ref() == self.der.as_slice()
+            || self.renewed_by.as_ref().is_some_and(renewed)
+        {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(
@@ -525,7 +561,7 @@ mod tests {
         let get = |der: Vec<u8>| {
             let url = url.clone();
             async move {
-                let http = pinned_client("registry.example.com", ip, der).unwrap();
+                let http = pinned_client("registry.example.com", ip, der, None).unwrap();
                 http.get(&url).send().await
             }
         };
@@ -538,6 +574,50 @@ mod tests {
             text.contains("not the one the provider installed"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_renewal_by_the_same_issuer_is_trusted_when_the_droplet_renews() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let fqdn = "registry.example.com";
+        let installed = crate::tls::self_signed(fqdn, &[ip], None).unwrap();
+        let ca = (
+            installed.ca_certificate_pem.clone().unwrap(),
+            installed.ca_private_key_pem.clone().unwrap(),
+        );
+        // Validity is in whole seconds: the renewal ends a second or more later.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let renewed = crate::tls::self_signed(fqdn, &[ip], Some((&ca.0, &ca.1))).unwrap();
+        let other_ca = crate::tls::self_signed(fqdn, &[ip], None).unwrap();
+        let issuer = crate::tls::issuer_der(&installed.cert_chain_pem).unwrap();
+        let get = |served: &crate::tls::Issued, pin: Vec<u8>, renewed_by: Option<Vec<u8>>| {
+            let served = served.clone();
+            async move {
+                let addr = server(&served).await;
+                let http = pinned_client(fqdn, ip, pin, renewed_by).unwrap();
+                http.get(format!("https://{fqdn}:{}/v2/", addr.port()))
+                    .send()
+                    .await
+            }
+        };
+        let ours = der_of(&installed.cert_chain_pem);
+        // The droplet renewed: accepted only when it renews its own certificate.
+        assert!(get(&renewed, ours.clone(), Some(issuer.clone()))
+            .await
+            .is_ok());
+        let err = get(&renewed, ours.clone(), None).await.unwrap_err();
+        assert!(display_chain(&err).contains("not the one the provider installed"));
+        // Another CA's certificate for the name: refused either way.
+        assert!(get(&other_ca, ours.clone(), Some(issuer.clone()))
+            .await
+            .is_err());
+        // An older certificate of the same CA than the one installed: refused.
+        let newer = der_of(&renewed.cert_chain_pem);
+        assert!(get(&installed, newer, Some(issuer.clone())).await.is_err());
+        // The issuer's certificate for another name: refused.
+        let elsewhere =
+            crate::tls::self_signed("other.example.com", &[ip], Some((&ca.0, &ca.1))).unwrap();
+        assert!(get(&elsewhere, ours, Some(issuer)).await.is_err());
     }
 
     /// A loopback HTTPS "registry" answering each request with `answer(method, path)`, and
@@ -623,8 +703,13 @@ mod tests {
             _ => (404, String::new(), String::new()),
         })
         .await;
-        let http =
-            pinned_client("registry.example.com", ip, der_of(&issued.cert_chain_pem)).unwrap();
+        let http = pinned_client(
+            "registry.example.com",
+            ip,
+            der_of(&issued.cert_chain_pem),
+            None,
+        )
+        .unwrap();
         let fqdn = format!("registry.example.com:{}", addr.port());
         let p = probe("http-secret-1");
         storage_round_trip(&http, &fqdn, &p).await.unwrap();
@@ -687,8 +772,13 @@ mod tests {
             _ => (404, String::new(), String::new()),
         })
         .await;
-        let http =
-            pinned_client("registry.example.com", ip, der_of(&issued.cert_chain_pem)).unwrap();
+        let http = pinned_client(
+            "registry.example.com",
+            ip,
+            der_of(&issued.cert_chain_pem),
+            None,
+        )
+        .unwrap();
         let fqdn = format!("registry.example.com:{}", addr.port());
         let p = probe("http-secret-2");
         let detail = storage_round_trip(&http, &fqdn, &p).await.unwrap_err();

@@ -19,8 +19,10 @@ use crate::secret::Secret;
 pub struct RegistryTarget {
     pub fqdn: String,
     pub ip: IpAddr,
-    /// The leaf certificate the provider installed (DER): the only one accepted.
+    /// The leaf certificate the provider installed (DER): the only one accepted, with its
+    /// renewals by `renewed_by` (the issuer's DER) when the droplet renews its own.
     pub certificate_der: Vec<u8>,
+    pub renewed_by: Option<Vec<u8>>,
     /// PKCS#8 PEM of the token signing key (`render::token_key`).
     pub token_key_pem: Secret,
     pub kid: String,
@@ -84,8 +86,13 @@ fn fail(t: &RegistryTarget, what: String) -> impl Fn(String) -> RemoteError + '_
 
 impl HttpsRegistry {
     fn client(t: &RegistryTarget) -> Result<reqwest::Client, RemoteError> {
-        pinned_client_no_redirect(&t.fqdn, t.ip, t.certificate_der.clone())
-            .map_err(|e| fail(t, "connecting".into())(display_chain(&e)))
+        pinned_client_no_redirect(
+            &t.fqdn,
+            t.ip,
+            t.certificate_der.clone(),
+            t.renewed_by.clone(),
+        )
+        .map_err(|e| fail(t, "connecting".into())(display_chain(&e)))
     }
 
     /// A token for `access` (the token endpoint's claims shape), valid two minutes.

@@ -232,6 +232,16 @@ pub fn renews_on_droplet(m: &Model) -> bool {
     m.tls.source == TlsSource::Acme && m.tls.renew == RenewMode::Droplet
 }
 
+/// The issuer (DER) whose renewals of state's certificate a check from outside accepts: the
+/// droplet's own timer may replace the certificate during any apply (see
+/// [`crate::remote::outside::pinned_client`]). None unless the droplet renews it.
+pub fn renewal_issuer(st: &RegistryState, m: &Model) -> Option<Vec<u8>> {
+    if !renews_on_droplet(m) {
+        return None;
+    }
+    crate::tls::issuer_der(known(&st.certificate_pem)?)
+}
+
 /// `_acme-challenge.<fqdn>` is delegated to the droplet's DNS server.
 pub fn delegates_challenge(m: &Model) -> bool {
     renews_on_droplet(m) && m.tls.challenge == ChallengeKind::Dns01

@@ -247,6 +247,7 @@ async fn verify_outside(
             fqdn: m.fqdn.clone(),
             ip,
             certificate_der: leaf.der,
+            renewed_by: super::certificate::renewal_issuer(st, m),
             anonymous_pull: m.anonymous_pull,
             // From `st`: a generated password is known only once apply has made it.
             push_user: Model::of(st).push_credentials(),

@@ -57,6 +57,7 @@ pub fn target_of(st: &RegistryState, m: &Model) -> Result<RegistryTarget> {
         fqdn: m.fqdn.clone(),
         ip,
         certificate_der: leaf.der,
+        renewed_by: super::certificate::renewal_issuer(st, m),
         token_key_pem: key.private_key_pem,
         kid: key.kid,
     })
