@@ -654,7 +654,9 @@ async fn wait_times_out_naming_the_droplet_and_its_state() {
         .wait_for_droplet_active(1234, Duration::from_millis(700))
         .await
         .unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(3));
+    // Ended by the timeout (the droplet stays "new" forever); the bound is generous for a
+    // loaded machine, where this test shares two cores with the acceptance tests.
+    assert!(started.elapsed() < Duration::from_secs(30));
     assert!(err.is_timeout());
     let text = err.to_string();
     assert!(
@@ -765,8 +767,9 @@ async fn a_create_action_that_errors_ends_the_wait_at_once_naming_the_droplet() 
         .wait_for_new_droplet(42, Some(7), Duration::from_secs(60))
         .await
         .unwrap_err();
+    // Long before the 60 s limit (generous for a loaded machine).
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(30),
         "{:?}",
         started.elapsed()
     );
