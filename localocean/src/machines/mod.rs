@@ -3,6 +3,7 @@
 
 pub mod apt_cache;
 pub mod balancer;
+mod cgroup;
 mod devices;
 mod ssh_fault;
 pub mod sys;
@@ -263,8 +264,14 @@ impl Nspawn {
         let console_err = console
             .try_clone()
             .map_err(io_err("opening", &p.console()))?;
-        let mut cmd = tokio::process::Command::new("systemd-nspawn");
-        cmd.arg("--boot")
+        // In a cgroup of its own (see `cgroup`): the shell moves itself there, then becomes
+        // nspawn, so nspawn makes its cgroups under the machine's.
+        let procs = cgroup::prepare(&name).map_err(io_err("making the cgroup of", &p.dir))?;
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(cgroup::enter_then_exec(&procs, "systemd-nspawn"))
+            .arg("systemd-nspawn")
+            .arg("--boot")
             .arg("--quiet")
             .arg(format!("--directory={}", p.merged().display()))
             .arg(format!("--machine={name}"))
@@ -394,6 +401,7 @@ impl Nspawn {
         let _ = std::fs::remove_file(p.pid());
         unmount(&p.merged()).await;
         net::delete_droplet_net(self.cfg.subnet, droplet_id).await;
+        cgroup::remove(&machine_name(self.cfg.subnet.slot, droplet_id)).await;
         // Loop devices exist while their machine runs; the next boot makes them again.
         if let Ok(Some(rec)) = self.load(droplet_id) {
             for v in &rec.volumes {

@@ -185,14 +185,44 @@ struct Traces {
     veth: String,
     root: PathBuf,
     pid: i32,
+    /// The machine's own cgroup directories (each machine has its own: a cgroup shared by
+    /// every machine let one droplet's systemd remove another's service cgroups).
+    cgroups: Vec<PathBuf>,
 }
 
 fn traces(lab: &Lab, id: u64) -> Traces {
+    let pid = lab.hv.running_pid(id).expect("machine running");
+    let own = format!("/localocean/lo{}-d{id}", lab.subnet.slot);
+    let listed = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    // name=systemd (v1) and the unified hierarchy: both must be the machine's own.
+    let mut cgroups = Vec::new();
+    for line in listed.lines() {
+        let (hierarchy, path) = match line.split(':').collect::<Vec<_>>()[..] {
+            [_, "name=systemd", path] => ("systemd", path),
+            ["0", "", path] => ("unified", path),
+            _ => continue,
+        };
+        assert!(
+            path.starts_with(&own),
+            "nspawn of {id} in cgroup {line}, not {own}"
+        );
+        let root = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            PathBuf::from("/sys/fs/cgroup")
+        } else {
+            Path::new("/sys/fs/cgroup").join(hierarchy)
+        };
+        cgroups.push(root.join(own.trim_start_matches('/')));
+    }
+    assert!(
+        !cgroups.is_empty(),
+        "no systemd cgroup for nspawn of {id}:\n{listed}"
+    );
     Traces {
         netns: lab.subnet.netns_name(id),
         veth: lab.subnet.veth_name(id),
         root: lab.state.machines().join(id.to_string()).join("root"),
-        pid: lab.hv.running_pid(id).expect("machine running"),
+        pid,
+        cgroups,
     }
 }
 
@@ -221,6 +251,9 @@ fn assert_gone(t: &Traces) {
         t.root.display()
     );
     assert!(!process::alive(t.pid), "nspawn pid {} still alive", t.pid);
+    for c in &t.cgroups {
+        assert!(!c.exists(), "cgroup {} left", c.display());
+    }
     assert!(!t.root.exists(), "{} left", t.root.display());
 }
 
