@@ -412,10 +412,11 @@ fn a_foreign_certificate_is_drift(fx: &Fixture) {
 /// Without the converge's hold, the droplet's renewal would land after the provider's
 /// certificate and the apply's check would fail.
 ///
-/// The hold is in `ExecStart`, not in an `ExecStartPre`: a process systemd spawns after the
-/// converge's `daemon-reload` failed twice in CI with `status=219/CGROUP` (systemd could not
-/// put it in the unit's cgroup, on the hybrid cgroup v1 hierarchy of these machines), which
-/// is the test bed's, not the provider's: the converge never starts the renewal service.
+/// The hold is inside the main process (the gate, then `exec` of the unit's own command), so
+/// that the run the converge waits for is the one already started. (This step failed in CI
+/// with `status=219/CGROUP` when the hold was an `ExecStartPre`: every localocean machine
+/// shared one cgroup then, and another droplet's systemd removed this unit's; each machine
+/// has its own now.)
 fn apply_renews_while_the_droplet_renews(fx: &Fixture, ip: &str, before: &str) {
     const GATE: &str = "/run/registry-renew-test-gate";
     const WAITING: &str = "/run/registry-renew-test-waiting";
