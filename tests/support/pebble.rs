@@ -55,6 +55,26 @@ impl Pebble {
     }
 
     pub fn start_with(dns_server: SocketAddr, http_port: u16, opts: PebbleOptions) -> Pebble {
+        // A port picked free may be taken by another test before Pebble binds it, and
+        // Pebble then exits at once: started again, on other ports, twice at most.
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::try_start(dns_server, http_port, &opts) {
+                Ok(p) => return p,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!(
+            "pebble did not start in three tries:\n{}",
+            failures.join("\n---\n")
+        );
+    }
+
+    fn try_start(
+        dns_server: SocketAddr,
+        http_port: u16,
+        opts: &PebbleOptions,
+    ) -> Result<Pebble, String> {
         assert!(
             Path::new(PEBBLE_BIN).exists(),
             "pebble not found at {PEBBLE_BIN}: run scripts/setup (it installs the Debian package `pebble`)"
@@ -122,25 +142,27 @@ impl Pebble {
             http_port,
             listener_ca_pem: ca_pem,
         };
-        me.wait_listening();
-        me
+        me.wait_listening()?;
+        Ok(me)
     }
 
     /// Both listeners accept connections (Pebble opens them once its CA is generated: seen
     /// taking over 30 s while two dozen acceptance tests shared two cores).
-    fn wait_listening(&mut self) {
+    /// Err when Pebble exited before listening (its log); a Pebble that never listens within
+    /// 90 s fails the test.
+    fn wait_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
+                return Err(format!(
                     "pebble exited with {status} before listening; log:\n{}",
                     self.log()
-                );
+                ));
             }
             let up = TcpStream::connect_timeout(&self.listen, Duration::from_millis(200)).is_ok()
                 && TcpStream::connect_timeout(&self.mgmt, Duration::from_millis(200)).is_ok();
             if up {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
