@@ -25,7 +25,6 @@ pub(super) fn spawn(
     listener: tokio::net::TcpListener,
     target: SocketAddr,
     faults: FaultSlot,
-    bucket_made: Arc<tokio::sync::Notify>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
@@ -39,9 +38,9 @@ pub(super) fn spawn(
                 }
             };
             while conns.try_join_next().is_some() {}
-            let (faults, bucket_made) = (faults.clone(), bucket_made.clone());
+            let faults = faults.clone();
             conns.spawn(async move {
-                if let Err(e) = forward(inbound, target, faults, bucket_made).await {
+                if let Err(e) = forward(inbound, target, faults).await {
                     tracing::debug!(%peer, error = %e, "Spaces forwarder connection ended");
                 }
             });
@@ -55,7 +54,6 @@ async fn forward(
     inbound: tokio::net::TcpStream,
     target: SocketAddr,
     faults: FaultSlot,
-    bucket_made: Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<()> {
     let outbound = match tokio::net::TcpStream::connect(target).await {
         Ok(s) => s,
@@ -69,7 +67,7 @@ async fn forward(
     let (sender, upstream) = hyper::client::conn::http1::handshake(TokioIo::new(outbound)).await?;
     let sender = Arc::new(tokio::sync::Mutex::new(sender));
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (sender, faults, bucket_made) = (sender.clone(), faults.clone(), bucket_made.clone());
+        let (sender, faults) = (sender.clone(), faults.clone());
         async move {
             let fault = faults
                 .read()
@@ -86,16 +84,9 @@ async fn forward(
                 }
                 return Ok::<_, hyper::Error>(resp);
             }
-            let makes_bucket =
-                req.method() == hyper::Method::PUT && is_bucket_path(req.uri().path());
             let mut sender = sender.lock().await;
             sender.ready().await?;
             let resp = sender.send_request(req).await?;
-            if makes_bucket && resp.status().is_success() {
-                // Its grants (and its name as a global alias) are applied now, not at the
-                // next slow tick.
-                bucket_made.notify_one();
-            }
             Ok(resp.map(|b| b.boxed()))
         }
     });
@@ -108,17 +99,6 @@ async fn forward(
         r = upstream => r?,
     }
     Ok(())
-}
-
-/// Whether a request names a bucket and no object: `/bucket` in path style, `/` when the
-/// bucket is in the host name. A PUT there is CreateBucket (or a bucket setting, for which an
-/// early grant run is harmless).
-fn is_bucket_path(path: &str) -> bool {
-    path.trim_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .count()
-        <= 1
 }
 
 /// S3's error answer, as Spaces gives it: an XML `Error` (none for HEAD) with a request id.
@@ -143,18 +123,4 @@ fn fault_response(fault: &SpacesFault, req: &Request<Incoming>) -> Response<Body
     }
     resp.body(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed())
         .unwrap_or_else(|_| Response::new(Empty::new().map_err(|e| match e {}).boxed()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_bucket_path;
-
-    #[test]
-    fn only_a_bucket_level_path_counts_as_making_a_bucket() {
-        assert!(is_bucket_path("/my-bucket"));
-        assert!(is_bucket_path("/my-bucket/"));
-        assert!(is_bucket_path("/"));
-        assert!(!is_bucket_path("/my-bucket/docker/registry/v2/blobs/x"));
-        assert!(!is_bucket_path("/my-bucket/object"));
-    }
 }

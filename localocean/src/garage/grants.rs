@@ -14,10 +14,9 @@ use super::admin::{AdminClient, BucketInfo, GarageError};
 use super::write_private;
 use crate::spaces::Grant;
 
-/// How often grants are re-applied besides every change through the API and every bucket
-/// made through S3 (the forwarders signal it): a safety net. It was the only path for S3's
-/// CreateBucket once, at 500 ms, and Garage's answers to it cost 13 % of a core while idle.
-pub const RECONCILE_EVERY: Duration = Duration::from_secs(10);
+/// How often grants are re-applied, which bounds how long a bucket created directly through
+/// S3 waits for the grants that name it.
+pub const RECONCILE_EVERY: Duration = Duration::from_millis(500);
 
 /// The grants of every key issued here, persisted so they survive a restart, and the admin
 /// client that applies them.
@@ -236,17 +235,11 @@ impl Grants {
     }
 }
 
-pub(super) async fn reconcile_loop(
-    grants: std::sync::Weak<Grants>,
-    bucket_made: std::sync::Arc<tokio::sync::Notify>,
-) {
+pub(super) async fn reconcile_loop(grants: std::sync::Weak<Grants>) {
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = bucket_made.notified() => {}
-        }
+        tick.tick().await;
         let Some(grants) = grants.upgrade() else {
             return;
         };

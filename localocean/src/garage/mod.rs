@@ -10,8 +10,8 @@
 //!   and `fullaccess` covers every bucket, including ones created later, but Garage attaches
 //!   permissions to existing buckets only. So the grants of every key issued here are kept
 //!   (in `grants.json`, surviving a restart) and a converge loop applies them to Garage's
-//!   buckets on every change through the API, whenever a forwarder sees a bucket made through
-//!   S3, and every [`RECONCILE_EVERY`] besides. No bucket is ever created on a key's behalf.
+//!   buckets on every change and every [`RECONCILE_EVERY`], so a bucket created later picks up
+//!   its grants within that period. No bucket is ever created on a key's behalf.
 //! - Exposure: Garage binds its S3 API on a private loopback port. Clients reach it through
 //!   HTTP forwarders: one on `GarageOptions::s3_addr`, plus one per [`Garage::expose`] (the
 //!   droplets' bridge IP), so nothing else is opened to the bridge and `stop` can close every
@@ -77,8 +77,6 @@ pub struct Garage {
     reconciler: JoinHandle<()>,
     forwarders: Mutex<Vec<JoinHandle<()>>>,
     faults: forward::FaultSlot,
-    /// Signalled by the forwarders when a bucket was made through S3 (see `grants`).
-    bucket_made: Arc<tokio::sync::Notify>,
 }
 
 impl Garage {
@@ -105,11 +103,7 @@ impl Garage {
         process::wait_serving(&admin, &mut child, &dir).await?;
 
         let grants = Arc::new(Grants::load(admin, dir.join("grants.json"))?);
-        let bucket_made = Arc::new(tokio::sync::Notify::new());
-        let reconciler = tokio::spawn(grants::reconcile_loop(
-            Arc::downgrade(&grants),
-            bucket_made.clone(),
-        ));
+        let reconciler = tokio::spawn(grants::reconcile_loop(Arc::downgrade(&grants)));
         tracing::info!(pid, %s3_addr, region = %opts.s3_region, "garage started");
         let faults = forward::FaultSlot::default();
         Ok(Garage {
@@ -120,14 +114,8 @@ impl Garage {
             s3_addr,
             garage_s3: listen.s3,
             reconciler,
-            forwarders: Mutex::new(vec![forward::spawn(
-                public,
-                listen.s3,
-                faults.clone(),
-                bucket_made.clone(),
-            )]),
+            forwarders: Mutex::new(vec![forward::spawn(public, listen.s3, faults.clone())]),
             faults,
-            bucket_made,
         })
     }
 
@@ -151,12 +139,7 @@ impl Garage {
             .await
             .with_context(|| format!("binding the Spaces forwarder on {addr}"))?;
         let bound = listener.local_addr()?;
-        let task = forward::spawn(
-            listener,
-            self.garage_s3,
-            self.faults.clone(),
-            self.bucket_made.clone(),
-        );
+        let task = forward::spawn(listener, self.garage_s3, self.faults.clone());
         self.forwarders.lock().expect("poisoned").push(task);
         tracing::info!(%bound, "Spaces S3 endpoint exposed");
         Ok(bound)
