@@ -506,6 +506,17 @@ mod tests {
     use rustls::pki_types::PrivateKeyDer;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// A client pinned to exactly `issued`'s certificate, for registry.example.com at `ip`.
+    fn pinned_to(issued: &crate::tls::Issued, ip: IpAddr) -> reqwest::Client {
+        pinned_client(
+            "registry.example.com",
+            ip,
+            der_of(&issued.cert_chain_pem),
+            None,
+        )
+        .unwrap()
+    }
+
     fn der_of(pem: &str) -> Vec<u8> {
         crate::tls::leaf_info(pem).unwrap().der
     }
@@ -703,13 +714,7 @@ mod tests {
             _ => (404, String::new(), String::new()),
         })
         .await;
-        let http = pinned_client(
-            "registry.example.com",
-            ip,
-            der_of(&issued.cert_chain_pem),
-            None,
-        )
-        .unwrap();
+        let http = pinned_to(&issued, ip);
         let fqdn = format!("registry.example.com:{}", addr.port());
         let p = probe("http-secret-1");
         storage_round_trip(&http, &fqdn, &p).await.unwrap();
@@ -772,13 +777,7 @@ mod tests {
             _ => (404, String::new(), String::new()),
         })
         .await;
-        let http = pinned_client(
-            "registry.example.com",
-            ip,
-            der_of(&issued.cert_chain_pem),
-            None,
-        )
-        .unwrap();
+        let http = pinned_to(&issued, ip);
         let fqdn = format!("registry.example.com:{}", addr.port());
         let p = probe("http-secret-2");
         let detail = storage_round_trip(&http, &fqdn, &p).await.unwrap_err();
