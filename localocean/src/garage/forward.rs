@@ -11,6 +11,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::task::JoinHandle;
 
+use super::grants::Activity;
 use crate::faults::{Faults, SpacesFault};
 
 /// Where the forwarders look for armed faults; empty until the API registers its faults.
@@ -25,6 +26,7 @@ pub(super) fn spawn(
     listener: tokio::net::TcpListener,
     target: SocketAddr,
     faults: FaultSlot,
+    activity: Arc<Activity>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
@@ -38,9 +40,9 @@ pub(super) fn spawn(
                 }
             };
             while conns.try_join_next().is_some() {}
-            let faults = faults.clone();
+            let (faults, activity) = (faults.clone(), activity.clone());
             conns.spawn(async move {
-                if let Err(e) = forward(inbound, target, faults).await {
+                if let Err(e) = forward(inbound, target, faults, activity).await {
                     tracing::debug!(%peer, error = %e, "Spaces forwarder connection ended");
                 }
             });
@@ -54,6 +56,7 @@ async fn forward(
     inbound: tokio::net::TcpStream,
     target: SocketAddr,
     faults: FaultSlot,
+    activity: Arc<Activity>,
 ) -> anyhow::Result<()> {
     let outbound = match tokio::net::TcpStream::connect(target).await {
         Ok(s) => s,
@@ -67,8 +70,10 @@ async fn forward(
     let (sender, upstream) = hyper::client::conn::http1::handshake(TokioIo::new(outbound)).await?;
     let sender = Arc::new(tokio::sync::Mutex::new(sender));
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (sender, faults) = (sender.clone(), faults.clone());
+        let (sender, faults, activity) = (sender.clone(), faults.clone(), activity.clone());
         async move {
+            // Grants are polled for while requests come in (a CreateBucket among them).
+            activity.touch();
             let fault = faults
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
@@ -86,8 +91,9 @@ async fn forward(
             }
             let mut sender = sender.lock().await;
             sender.ready().await?;
-            let resp = sender.send_request(req).await?;
-            Ok(resp.map(|b| b.boxed()))
+            let resp = sender.send_request(req).await;
+            activity.touch();
+            Ok(resp?.map(|b| b.boxed()))
         }
     });
     let served = hyper::server::conn::http1::Builder::new()

@@ -10,8 +10,9 @@
 //!   and `fullaccess` covers every bucket, including ones created later, but Garage attaches
 //!   permissions to existing buckets only. So the grants of every key issued here are kept
 //!   (in `grants.json`, surviving a restart) and a converge loop applies them to Garage's
-//!   buckets on every change and every [`RECONCILE_EVERY`], so a bucket created later picks up
-//!   its grants within that period. No bucket is ever created on a key's behalf.
+//!   buckets on every change and, while S3 requests come in, every [`RECONCILE_EVERY`], so a
+//!   bucket created later picks up its grants within that period. No bucket is ever created
+//!   on a key's behalf.
 //! - Exposure: Garage binds its S3 API on a private loopback port. Clients reach it through
 //!   HTTP forwarders: one on `GarageOptions::s3_addr`, plus one per [`Garage::expose`] (the
 //!   droplets' bridge IP), so nothing else is opened to the bridge and `stop` can close every
@@ -37,10 +38,10 @@ use tokio::task::JoinHandle;
 
 use crate::spaces::{Grant, IssuedKey, SpacesBackend};
 use admin::{AdminClient, KeyInfo};
-use grants::{is_full_access, Grants, KeyGrants};
+use grants::{is_full_access, Activity, Grants, KeyGrants};
 
 pub use admin::GarageError;
-pub use grants::RECONCILE_EVERY;
+pub use grants::{QUIET_FOR, RECONCILE_EVERY};
 pub use process::{garage_bin, kill_stale, pid_file};
 
 const ADMIN_KEY_NAME: &str = "localocean-spaces-admin";
@@ -77,6 +78,8 @@ pub struct Garage {
     reconciler: JoinHandle<()>,
     forwarders: Mutex<Vec<JoinHandle<()>>>,
     faults: forward::FaultSlot,
+    /// When the forwarders last saw a request: the converge loop polls only then.
+    activity: Arc<Activity>,
 }
 
 impl Garage {
@@ -103,7 +106,11 @@ impl Garage {
         process::wait_serving(&admin, &mut child, &dir).await?;
 
         let grants = Arc::new(Grants::load(admin, dir.join("grants.json"))?);
-        let reconciler = tokio::spawn(grants::reconcile_loop(Arc::downgrade(&grants)));
+        let activity = Arc::new(Activity::new());
+        let reconciler = tokio::spawn(grants::reconcile_loop(
+            Arc::downgrade(&grants),
+            activity.clone(),
+        ));
         tracing::info!(pid, %s3_addr, region = %opts.s3_region, "garage started");
         let faults = forward::FaultSlot::default();
         Ok(Garage {
@@ -114,8 +121,14 @@ impl Garage {
             s3_addr,
             garage_s3: listen.s3,
             reconciler,
-            forwarders: Mutex::new(vec![forward::spawn(public, listen.s3, faults.clone())]),
+            forwarders: Mutex::new(vec![forward::spawn(
+                public,
+                listen.s3,
+                faults.clone(),
+                activity.clone(),
+            )]),
             faults,
+            activity,
         })
     }
 
@@ -139,7 +152,12 @@ impl Garage {
             .await
             .with_context(|| format!("binding the Spaces forwarder on {addr}"))?;
         let bound = listener.local_addr()?;
-        let task = forward::spawn(listener, self.garage_s3, self.faults.clone());
+        let task = forward::spawn(
+            listener,
+            self.garage_s3,
+            self.faults.clone(),
+            self.activity.clone(),
+        );
         self.forwarders.lock().expect("poisoned").push(task);
         tracing::info!(%bound, "Spaces S3 endpoint exposed");
         Ok(bound)
