@@ -56,6 +56,15 @@ pub fn enter_then_exec(procs: &[PathBuf], program: &str) -> String {
 /// (what the machine's systemd and nspawn made), deepest first. A process of a killed
 /// machine may take a moment to leave; what still holds one after 5 s stays, and is said.
 pub async fn remove(machine: &str) {
+    if let Some(secs) = cpu_seconds(machine) {
+        // What the machine cost, kernel time included (its processes only): a figure for
+        // the test suite's CPU budget.
+        tracing::info!(
+            machine,
+            cpu_seconds = format!("{secs:.1}"),
+            "machine's CPU time"
+        );
+    }
     for h in hierarchies() {
         let dir = h.join(PARENT).join(machine);
         let mut tries = 0;
@@ -75,6 +84,23 @@ pub async fn remove(machine: &str) {
     }
 }
 
+/// The CPU time the machine's processes used, from the cgroup v2 `cpu.stat` (its dead
+/// descendants' time included); `None` where there is no cgroup v2 hierarchy.
+fn cpu_seconds(machine: &str) -> Option<f64> {
+    let stat = hierarchies()
+        .into_iter()
+        .map(|h| h.join(PARENT).join(machine).join("cpu.stat"))
+        .find_map(|p| std::fs::read_to_string(p).ok())?;
+    usage_seconds(&stat)
+}
+
+fn usage_seconds(cpu_stat: &str) -> Option<f64> {
+    cpu_stat.lines().find_map(|l| {
+        let usec: u64 = l.strip_prefix("usage_usec ")?.trim().parse().ok()?;
+        Some(usec as f64 / 1e6)
+    })
+}
+
 fn remove_tree(dir: &Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -88,6 +114,13 @@ fn remove_tree(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_stat_usage_is_read_in_seconds() {
+        let stat = "usage_usec 12500000\nuser_usec 10000000\nsystem_usec 2500000\n";
+        assert_eq!(usage_seconds(stat), Some(12.5));
+        assert_eq!(usage_seconds("user_usec 1\n"), None);
+    }
 
     #[test]
     fn the_script_enters_each_cgroup_then_becomes_the_program() {
