@@ -125,6 +125,23 @@ const ops = {
   async click({ page, role, name }) {
     await get(page).page.getByRole(role, { name, exact: true }).click();
   },
+  /**
+   * Clicks buttons (by aria-label, else text) one after the other inside one task of the
+   * page, so that nothing an earlier click queued (a dialog's `close` event) runs between.
+   */
+  async click_at_once({ page, names }) {
+    await get(page).page.evaluate((names) => {
+      for (const name of names) {
+        const button = Array.from(document.querySelectorAll('button')).find(
+          (b) => (b.getAttribute('aria-label') ?? b.textContent.trim()) === name,
+        );
+        if (!button) {
+          throw new Error(`no button named ${name}`);
+        }
+        button.click();
+      }
+    }, names);
+  },
   async focus({ page, role, name }) {
     await get(page).page.getByRole(role, { name, exact: true }).focus();
   },

@@ -568,14 +568,31 @@ function confirmDelete(name: string, tag: string, digest: string, others: readon
     h('div', { class: 'actions' }, cancel, ok),
   );
   return new Promise((resolve) => {
-    let answer = false;
-    const close = (value: boolean): void => {
-      answer = value;
-      dialog.close();
+    // Answered by the buttons directly, not by the dialog's `close` event: that event is
+    // queued, and a keyboard user (input runs before queued tasks) can open the next dialog
+    // before the previous one's `close` arrives, which would then answer the new one.
+    let settled = false;
+    const finish = (value: boolean): void => {
+      if (settled) {
+        return;
+      }
+      settled = true;
+      dialog.removeEventListener('close', onClose);
+      if (dialog.open) {
+        dialog.close();
+      }
+      resolve(value);
     };
-    cancel.addEventListener('click', () => close(false));
-    ok.addEventListener('click', () => close(true));
-    dialog.addEventListener('close', () => resolve(answer), { once: true });
+    // Escape closes the dialog without a button: no. A late `close` of an earlier opening
+    // finds this one open, and is not ours.
+    const onClose = (): void => {
+      if (!dialog.open) {
+        finish(false);
+      }
+    };
+    cancel.addEventListener('click', () => finish(false));
+    ok.addEventListener('click', () => finish(true));
+    dialog.addEventListener('close', onClose);
     dialog.showModal();
     // The safe choice first: Enter on an unread dialog must not delete.
     cancel.focus();
