@@ -1,5 +1,6 @@
-//! The apt proxy droplets install packages through: apt-cacher-ng on the bridge address,
-//! run as a child process with its own config, so `apt-get install` works without NAT.
+//! The apt proxy droplets install packages through: apt-cacher-ng on loopback, run as a child
+//! process with its own config, behind the front on the bridge address that answers as a
+//! mirror does ([`super::apt_front`]), so `apt-get install` works without NAT.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,8 @@ use super::sys::{self, io_err, SysError, SysResult};
 pub struct AptCacher {
     child: tokio::process::Child,
     pid_file: Option<PathBuf>,
+    /// The proxy the droplets talk to (see [`super::apt_front`]).
+    front: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Shared across runs so packages fetched once stay cached; one cache per slot because
@@ -23,9 +26,10 @@ pub fn cache_dir(slot: u16) -> PathBuf {
 }
 
 impl AptCacher {
-    /// Starts apt-cacher-ng on `bind:port` with config and logs under `run_dir`; only the
-    /// Debian archive and its security mirror are proxied (ForceManaged), so the proxy is
-    /// no way out to the rest of the internet. `pid_file` lets `down` kill it after a crash.
+    /// Starts apt-cacher-ng on a loopback port with config and logs under `run_dir`, and the
+    /// droplets' proxy on `bind:port` in front of it; only the Debian archive and its
+    /// security mirror are proxied (ForceManaged), so the proxy is no way out to the rest of
+    /// the internet. `pid_file` lets `down` kill apt-cacher-ng after a crash.
     pub async fn start(
         run_dir: &Path,
         cache: &Path,
@@ -38,6 +42,13 @@ impl AptCacher {
         for d in [&cfg, &logs, &cache.to_path_buf()] {
             std::fs::create_dir_all(d).map_err(io_err("creating", d))?;
         }
+        // The droplets' side first: a held port fails here, before anything started.
+        let front = tokio::net::TcpListener::bind((bind, port))
+            .await
+            .map_err(|e| SysError::Other(format!("binding the apt proxy on {bind}:{port}: {e}")))?;
+        // Below the ephemeral range: apt-cacher-ng refuses ports above 32767 ("Error
+        // resolving address for binding").
+        let acng_port = crate::instance::free_port()?;
         sys::write_atomic(
             &cfg.join("backends_debian"),
             b"http://deb.debian.org/debian/\n",
@@ -47,8 +58,8 @@ impl AptCacher {
             "CacheDir: {cache}\n\
              LogDir: {logs}\n\
              SupportDir: /usr/lib/apt-cacher-ng\n\
-             Port: {port}\n\
-             BindAddress: {bind}\n\
+             Port: {acng_port}\n\
+             BindAddress: 127.0.0.1\n\
              ForeGround: 1\n\
              PidFile: {run}/acng.pid\n\
              SocketPath: {run}/acng.socket\n\
@@ -83,12 +94,20 @@ impl AptCacher {
         let mut me = AptCacher {
             child,
             pid_file: pid_file.map(Path::to_path_buf),
+            front: None,
         };
         // Generous: under the full test suite's load (several instances starting at once, the
         // compiler on every core) 15 s was not always enough.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if tokio::net::TcpStream::connect((bind, port)).await.is_ok() {
+            if tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, acng_port))
+                .await
+                .is_ok()
+            {
+                me.front = Some(super::apt_front::spawn(
+                    front,
+                    (Ipv4Addr::LOCALHOST, acng_port).into(),
+                ));
                 return Ok(me);
             }
             if let Ok(Some(status)) = me.child.try_wait() {
@@ -100,7 +119,7 @@ impl AptCacher {
             if Instant::now() > deadline {
                 me.stop().await;
                 return Err(SysError::Other(format!(
-                    "apt-cacher-ng did not listen on {bind}:{port} within 60 s"
+                    "apt-cacher-ng did not listen on 127.0.0.1:{acng_port} within 60 s"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -108,6 +127,9 @@ impl AptCacher {
     }
 
     pub async fn stop(&mut self) {
+        if let Some(front) = self.front.take() {
+            front.abort();
+        }
         if let Some(pid) = self.child.id() {
             crate::process::signal(pid as i32, libc::SIGTERM);
             if tokio::time::timeout(Duration::from_secs(5), self.child.wait())

@@ -2,6 +2,7 @@
 //! namespace on the instance bridge, a NoCloud seed from the droplet's user data.
 
 pub mod apt_cache;
+mod apt_front;
 pub mod balancer;
 mod cgroup;
 mod devices;
