@@ -647,29 +647,50 @@ changed_firewall=""
 changed_timer=""
 changed_named=""
 changed_gc=""
-# put PATH MODE OWNER GROUP SHA256 EFFECT, base64 content on stdin. Writes a temp file in the
-# target's directory, fsyncs it, renames it over the target and fsyncs the directory, so a
-# reader (nginx checking a password) sees the old file or the new one, never half of one.
+# What the managed files are now, read in one go (one sha256sum, one stat for all of them):
+# a converge checks every file, and a process per file and question was most of its cost.
+# `inventory PATH...` fills HAVE_SUM[path] (regular files only) and HAVE_META[path]
+# ("mode owner group"); a path in neither is absent.
+declare -A HAVE_SUM=() HAVE_META=()
+inventory() {
+  local sum path mode owner group
+  [ "$#" -gt 0 ] || return 0
+  local files=()
+  for path in "$@"; do
+    if [ -f "$path" ]; then files+=("$path"); fi
+  done
+  [ "${#files[@]}" -gt 0 ] || return 0
+  while read -r sum path; do
+    HAVE_SUM["$path"]=$sum
+  done < <(sha256sum -- "${files[@]}" 2>/dev/null)
+  while read -r mode owner group path; do
+    HAVE_META["$path"]="$mode $owner $group"
+  done < <(stat -c '%a %U %G %n' -- "${files[@]}" 2>/dev/null)
+}
+# put PATH MODE OWNER GROUP SHA256 EFFECT, base64 content on stdin (after `inventory`). Writes
+# a temp file in the target's directory, fsyncs it, renames it over the target and fsyncs the
+# directory, so a reader (nginx checking a password) sees the old file or the new one, never
+# half of one.
 put() {
   local rel="$1" mode="$2" owner="$3" group="$4" want="$5" effect="$6"
-  local path="$R$rel" dir have tmp
-  dir=$(dirname "$path")
-  have=absent
-  if [ -f "$path" ]; then
-    have=$(sha256sum < "$path" | cut -d' ' -f1)
-  fi
+  local path="$R$rel" dir have tmp got=""
+  dir=${path%/*}
+  dir=${dir:-/}
+  have=${HAVE_SUM["$path"]:-absent}
   if [ "$have" = "$want" ]; then
-    cat > /dev/null
-    if [ "$(stat -c '%a %U %G' "$path")" != "$mode $owner $group" ]; then
+    if [ "${HAVE_META["$path"]:-}" != "$mode $owner $group" ]; then
       chown "$owner:$group" "$path"
       chmod "$mode" "$path"
       say "REPAIRED $rel"
     fi
     return 0
   fi
-  mkdir -p "$dir"
+  [ -d "$dir" ] || mkdir -p "$dir"
   tmp=$(mktemp "$dir/.tf-converge.XXXXXX")
-  if ! base64 -d > "$tmp" || [ "$(sha256sum < "$tmp" | cut -d' ' -f1)" != "$want" ]; then
+  if base64 -d > "$tmp"; then
+    read -r got _ < <(sha256sum < "$tmp")
+  fi
+  if [ "$got" != "$want" ]; then
     rm -f "$tmp"
     fail "content of $rel arrived damaged"
   fi
@@ -711,14 +732,12 @@ gone() {
 const SCRIPT_KEEP: &str = r#"
 keep() {
   local rel="$1" mode="$2" owner="$3" group="$4" want="$5"
-  local path="$R$rel" have=absent
-  if [ -f "$path" ]; then
-    have=$(sha256sum < "$path" | cut -d' ' -f1)
-  fi
+  local path="$R$rel" have
+  have=${HAVE_SUM["$path"]:-absent}
   if [ "$have" != "$want" ]; then
     fail "$rel changed on the droplet during the apply; apply again"
   fi
-  if [ "$(stat -c '%a %U %G' "$path")" != "$mode $owner $group" ]; then
+  if [ "${HAVE_META["$path"]:-}" != "$mode $owner $group" ]; then
     chown "$owner:$group" "$path"
     chmod "$mode" "$path"
     say "REPAIRED $rel"
@@ -1121,6 +1140,20 @@ fn gc_script(spec: &RegistrySpec) -> Result<String, RemoteError> {
     Ok(s)
 }
 
+/// `inventory` of the files' paths (prefixed with `root`, as `put` and `keep` look them up).
+fn inventory_line(root: &str, files: &[&ManagedFile]) -> String {
+    if files.is_empty() {
+        return String::new();
+    }
+    let mut line = String::from("inventory");
+    for f in files {
+        line.push(' ');
+        line.push_str(&shell_quote(&format!("{root}{}", f.path)));
+    }
+    line.push('\n');
+    line
+}
+
 /// The full script for `spec` and `files`, every managed path prefixed with `root`.
 pub(crate) fn converge_script(
     spec: &RegistrySpec,
@@ -1152,6 +1185,7 @@ pub(crate) fn converge_script(
             });
         }
     }
+    s.push_str(&inventory_line(root, &kept));
     for f in kept {
         s.push_str(&format!(
             "keep {} {:o} {} {} {}\n",
@@ -1174,6 +1208,8 @@ pub(crate) fn converge_script(
         if cert_changes { "1" } else { "" },
     ));
     s.push_str(SCRIPT_HOLD);
+    // Read after the hold: a renewal it waited for may have changed the certificate's files.
+    s.push_str(&inventory_line(root, &sent));
     for f in sent {
         let b64 = base64::engine::general_purpose::STANDARD.encode(f.contents.expose());
         s.push_str(&format!(

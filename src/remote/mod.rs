@@ -197,7 +197,7 @@ pub async fn managed_file_digests_and(
     let lock = transport.rooted(crate::render::renewal::renewal_paths::INSTALL_LOCK);
     let lock_dir = lock.rsplit_once('/').map_or("/", |(d, _)| d).to_owned();
     let mut cmd = format!(
-        "if [ -d {dir} ] && command -v flock >/dev/null 2>&1; then exec 9>>{lock}; flock -s -w 60 9 || true; fi; for p in",
+        "if [ -d {dir} ] && command -v flock >/dev/null 2>&1; then exec 9>>{lock}; flock -s -w 60 9 || true; fi; set --; for p in",
         dir = shell_quote(&lock_dir),
         lock = shell_quote(&lock),
     );
@@ -205,11 +205,12 @@ pub async fn managed_file_digests_and(
         cmd.push(' ');
         cmd.push_str(&shell_quote(&transport.rooted(p)));
     }
-    // One line per path, in order: "<hex>" or "absent". sha256sum reads from stdin so that
-    // odd file names cannot change the shape of its output.
+    // One line per path, in order: "present" or "absent"; then one sha256sum over the present
+    // ones (a process per file was most of a refresh's cost on the droplet), a line each in
+    // that order; a name it had to escape starts its line with a backslash.
     cmd.push_str(
-        "; do if [ -f \"$p\" ]; then sha256sum < \"$p\" | cut -d' ' -f1 || echo unreadable; \
-         else echo absent; fi; done",
+        "; do if [ -f \"$p\" ]; then set -- \"$@\" \"$p\"; echo present; else echo absent; fi; \
+         done; echo @@SUMS; if [ $# -gt 0 ]; then sha256sum -- \"$@\" || echo unreadable; fi",
     );
     if let Some(extra) = extra {
         cmd.push_str("; echo @@DIGESTS-END; ");
@@ -232,26 +233,43 @@ pub async fn managed_file_digests_and(
             .unwrap_or((all.to_string(), String::new())),
         None => (all.to_string(), String::new()),
     };
-    let lines: Vec<&str> = text.lines().collect();
-    if lines.len() != paths.len() {
-        return Err(RemoteError::Protocol {
-            what,
-            detail: format!("{} lines for {} paths", lines.len(), paths.len()),
-        });
+    let digests =
+        parse_digests(paths, &text).map_err(|detail| RemoteError::Protocol { what, detail })?;
+    Ok((digests, rest))
+}
+
+/// The digest command's answer: a "present"/"absent" line per path, `@@SUMS`, then sha256sum's
+/// line for each present path in order.
+fn parse_digests(paths: &[&str], text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut lines = text.lines();
+    let flags: Vec<&str> = lines.by_ref().take(paths.len()).collect();
+    if flags.len() != paths.len() || lines.next() != Some("@@SUMS") {
+        return Err(format!("{} lines for {} paths", flags.len(), paths.len()));
     }
     let mut digests = BTreeMap::new();
-    for (path, line) in paths.iter().zip(lines) {
-        let ok =
-            line == ABSENT || (line.len() == 64 && line.chars().all(|c| c.is_ascii_hexdigit()));
-        if !ok {
-            return Err(RemoteError::Protocol {
-                what,
-                detail: format!("digest of {path} is {line:?}"),
-            });
-        }
-        digests.insert((*path).to_owned(), line.to_owned());
+    for (path, flag) in paths.iter().zip(flags) {
+        let digest = match flag {
+            "absent" => ABSENT.to_owned(),
+            "present" => {
+                let line = lines.next().unwrap_or_default();
+                let hex = line
+                    .trim_start_matches('\\')
+                    .split(' ')
+                    .next()
+                    .unwrap_or_default();
+                if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(format!("digest of {path} is {line:?}"));
+                }
+                hex.to_owned()
+            }
+            other => return Err(format!("{path}: {other:?}")),
+        };
+        digests.insert((*path).to_owned(), digest);
     }
-    Ok((digests, rest))
+    if let Some(extra) = lines.next() {
+        return Err(format!("more digests than files: {extra:?}"));
+    }
+    Ok(digests)
 }
 
 /// sha256 hex of `bytes`, as `sha256sum` prints it.
@@ -264,6 +282,23 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::testkit::LocalTransport;
+
+    #[test]
+    fn digests_are_matched_to_their_paths_in_order() {
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        let text = format!("present\nabsent\npresent\n@@SUMS\n{a}  /x\n\\{b}  /z\\nq\n");
+        let d = parse_digests(&["/x", "/y", "/z"], &text).unwrap();
+        assert_eq!(d["/x"], a);
+        assert_eq!(d["/y"], ABSENT);
+        assert_eq!(d["/z"], b);
+        // A file that vanished or could not be read leaves fewer sums: an error, not a shift.
+        let short = format!("present\npresent\n@@SUMS\n{a}  /x\nunreadable\n");
+        assert!(parse_digests(&["/x", "/y"], &short).is_err());
+        assert!(parse_digests(&["/x"], "present\n@@SUMS\n").is_err());
+        assert!(parse_digests(&["/x"], "absent\n").is_err());
+        assert!(parse_digests(&["/x"], &format!("absent\n@@SUMS\n{a}  /x\n")).is_err());
+    }
 
     #[test]
     fn quoting_survives_quotes() {
