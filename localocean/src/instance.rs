@@ -148,6 +148,33 @@ impl InstanceConfig {
         Ok((cfg, true))
     }
 
+    /// Moves the loopback ports (DNS, Spaces) that something else holds to free ones, and
+    /// saves that: a slot's ports are its preference, not a promise (seen: the shared test
+    /// instance's Spaces port held by another process through two starts of it, 3 s apart).
+    /// A holder gets 5 s to let go first, so that a restart keeps its ports when it can.
+    pub fn free_held_ports(&mut self, dir: &StateDir) -> SysResult<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !(bindable(self.dns_port) && bindable(self.s3_port)) {
+            if std::time::Instant::now() > deadline {
+                for (what, port) in [("dns", &mut self.dns_port), ("s3", &mut self.s3_port)] {
+                    if !bindable(*port) {
+                        let new = free_port()?;
+                        tracing::warn!(
+                            what,
+                            held = *port,
+                            new,
+                            "port held by another process; using another"
+                        );
+                        *port = new;
+                    }
+                }
+                return self.save(dir);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Ok(())
+    }
+
     /// A named extra port, allocated and persisted on first use.
     pub fn port(&mut self, dir: &StateDir, name: &str) -> SysResult<u16> {
         if let Some(p) = self.ports.get(name) {

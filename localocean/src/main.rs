@@ -198,6 +198,7 @@ async fn serve(state: StateDir, exit_with: Option<i32>) -> anyhow::Result<()> {
     let (mut cfg, new_token) = InstanceConfig::load_or_create(&state)?;
     // Allocated once and kept, as the other ports are.
     cfg.port(&state, RESOLVER_PORT)?;
+    cfg.free_held_ports(&state)?;
     // Printed once, and only to a terminal: under `up` stdout is the log file, and
     // secrets stay out of logs (the token is in instance.json and ready.json, mode 0600).
     // SAFETY: isatty only inspects a file descriptor.
