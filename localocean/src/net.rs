@@ -362,6 +362,40 @@ async fn nft_script(netns: Option<&str>, script: &str) -> SysResult<()> {
     r.map(|_| ())
 }
 
+/// Accepts connections on `listener` until the returned task is aborted, each served by
+/// `serve` in a task of its own that ends with the accept loop (an abort closes them all).
+/// `what` names the listener in the log.
+pub(crate) fn spawn_accept_loop<F, Fut>(
+    listener: tokio::net::TcpListener,
+    what: &'static str,
+    serve: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let (inbound, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "{what}: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            while conns.try_join_next().is_some() {}
+            let served = serve(inbound);
+            conns.spawn(async move {
+                if let Err(e) = served.await {
+                    tracing::debug!(%peer, error = %e, "{what}: connection ended");
+                }
+            });
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 use hyper::body::{Bytes, Incoming};
@@ -28,25 +27,8 @@ pub(super) fn spawn(
     faults: FaultSlot,
     activity: Arc<Activity>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            let (inbound, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Spaces forwarder accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            while conns.try_join_next().is_some() {}
-            let (faults, activity) = (faults.clone(), activity.clone());
-            conns.spawn(async move {
-                if let Err(e) = forward(inbound, target, faults, activity).await {
-                    tracing::debug!(%peer, error = %e, "Spaces forwarder connection ended");
-                }
-            });
-        }
+    crate::net::spawn_accept_loop(listener, "Spaces forwarder", move |inbound| {
+        forward(inbound, target, faults.clone(), activity.clone())
     })
 }
 

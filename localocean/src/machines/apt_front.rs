@@ -14,7 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -31,24 +31,8 @@ const MAX_INDEX: usize = 8 << 20;
 /// Serves the proxy on `listener`, each client connection over a connection of its own to
 /// `upstream` (apt-cacher-ng). Aborting the returned task closes them all.
 pub fn spawn(listener: tokio::net::TcpListener, upstream: SocketAddr) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            let (inbound, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "apt proxy accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            while conns.try_join_next().is_some() {}
-            conns.spawn(async move {
-                if let Err(e) = serve(inbound, upstream).await {
-                    tracing::debug!(%peer, error = %e, "apt proxy connection ended");
-                }
-            });
-        }
+    crate::net::spawn_accept_loop(listener, "apt proxy", move |inbound| {
+        serve(inbound, upstream)
     })
 }
 
