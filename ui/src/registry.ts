@@ -168,6 +168,9 @@ const TOKEN_MARGIN_SECONDS = 30;
  *  changing networks takes to have an address again. */
 const RETRY_DELAYS_MS = [250, 1000, 4000];
 
+/** Statuses whose answer has no body (a `Response` made with one would throw). */
+const NULL_BODY_STATUS: readonly number[] = [101, 204, 205, 304];
+
 export class Registry {
   private challenge: Challenge | null = null;
   private credentials: Credentials | null = null;
@@ -204,7 +207,15 @@ export class Registry {
     const retries = method === 'GET' || method === 'DELETE' ? RETRY_DELAYS_MS : [];
     for (let attempt = 0; ; attempt++) {
       try {
-        return { response: await this.fetchFn(path, init), retried: attempt > 0 };
+        const response = await this.fetchFn(path, init);
+        if (retries.length === 0) {
+          return { response, retried: attempt > 0 };
+        }
+        // The body within the same try: a network change can also cut an answer off after
+        // its headers (the body's read then fails with "Failed to fetch", seen in a test).
+        const body = NULL_BODY_STATUS.includes(response.status) ? null : await response.arrayBuffer();
+        const whole = new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
+        return { response: whole, retried: attempt > 0 };
       } catch (e) {
         const delay = retries[attempt];
         if (delay === undefined) {

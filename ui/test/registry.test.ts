@@ -304,6 +304,29 @@ test('no answer at all is a RegistryError with status 0, after three more tries 
   assert.deepEqual(waits, [250, 1000, 4000]);
 });
 
+test('an answer cut off after its headers is tried again, body and all', async () => {
+  const f = fakeRegistry({ push: true });
+  let cut = 0;
+  const cutting = async (path: string, init: RequestInit): Promise<Response> => {
+    const r = await f.fetchFn(path, init);
+    if (path.startsWith('/token') && cut++ === 0) {
+      // Headers arrive; the body's stream then fails, as when the network changes under it.
+      const body = new ReadableStream<Uint8Array>({
+        pull(controller) {
+          controller.error(new TypeError('Failed to fetch'));
+        },
+      });
+      return new Response(body, { status: r.status, headers: r.headers });
+    }
+    return r;
+  };
+  const r = new Registry(cutting, Date.now, async () => {});
+  await r.discover();
+  await r.signIn({ user: 'admin', password: PASSWORD });
+  assert.equal(r.user, 'admin');
+  assert.equal(cut, 2);
+});
+
 test('a request that loses its answer is tried again; a DELETE that did reach the registry is done', async () => {
   const f = fakeRegistry({ push: true });
   let failures = 0;
