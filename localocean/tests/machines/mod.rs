@@ -677,11 +677,18 @@ impl Drop for DownOnDrop {
 
 fn up_json(state: &Path) -> serde_json::Value {
     let out = localocean(state, &["up", "--json"]);
-    assert!(
-        out.status.success(),
-        "up: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if !out.status.success() {
+        // A start after a restart found one of its ports held (twice, not understood): who
+        // listens on loopback, with their processes, names the holder.
+        let listening = Command::new("ss").args(["-ltnup"]).output();
+        let listening = listening
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        panic!(
+            "up: {}\n--- listening sockets:\n{listening}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     serde_json::from_slice(&out.stdout).expect("up --json")
 }
 
