@@ -106,18 +106,24 @@ pub(crate) async fn listen<H: RequestHandler>(
 }
 
 /// Binds UDP and TCP on the same port. With port 0 the kernel picks the UDP port, which may
-/// already be taken for TCP, so that case retries with a fresh port.
+/// already be taken for TCP, so that case retries with a fresh port; a given port held by
+/// another socket is waited for ([`crate::net::bind_tcp_patiently`]).
 pub(crate) async fn bind_pair(
     addr: SocketAddr,
 ) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
     let attempts = if addr.port() == 0 { 20 } else { 1 };
     let mut last_err = None;
     for _ in 0..attempts {
-        let udp = tokio::net::UdpSocket::bind(addr)
+        let udp = crate::net::bind_udp_patiently(addr)
             .await
             .with_context(|| format!("binding DNS UDP socket on {addr}"))?;
         let bound = udp.local_addr()?;
-        match tokio::net::TcpListener::bind(bound).await {
+        let tcp = if addr.port() == 0 {
+            tokio::net::TcpListener::bind(bound).await
+        } else {
+            crate::net::bind_tcp_patiently(bound).await
+        };
+        match tcp {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(e) => last_err = Some(e),
         }

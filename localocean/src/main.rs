@@ -316,7 +316,7 @@ async fn run_services(
 
     // The droplets' metadata service (169.254.169.254, sent here by the bridge's rules).
     let md_addr = SocketAddr::from((bridge, net::METADATA_PORT));
-    let md = tokio::net::TcpListener::bind(md_addr)
+    let md = localocean::net::bind_tcp_patiently(md_addr)
         .await
         .with_context(|| format!("binding the metadata service on {md_addr}"))?;
     let md_router = api::metadata::router(app.clone());
@@ -343,7 +343,7 @@ async fn run_services(
     // reach alike, as DigitalOcean's endpoints answer from anywhere; loopback would be
     // another host inside a droplet.
     let api_addr = SocketAddr::from((bridge, cfg.api_port));
-    let listener = tokio::net::TcpListener::bind(api_addr)
+    let listener = localocean::net::bind_tcp_patiently(api_addr)
         .await
         .with_context(|| format!("binding the API on {api_addr}"))?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -362,6 +362,68 @@ async fn nft_script(netns: Option<&str>, script: &str) -> SysResult<()> {
     r.map(|_| ())
 }
 
+/// How long a bind of one of the instance's own ports waits while another socket holds it:
+/// a restarted localocean found a slot port held for some seconds (its Spaces port, then its
+/// DNS port, after a `kill -9` and restart, under load), free again moments later.
+const BIND_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Binds TCP `addr`, waiting up to [`BIND_PATIENCE`] while another socket holds it. A port
+/// still held then fails with the sockets that hold it (from `ss`), to name the holder.
+pub async fn bind_tcp_patiently(
+    addr: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpListener> {
+    patiently(addr, || tokio::net::TcpListener::bind(addr)).await
+}
+
+/// [`bind_tcp_patiently`] for UDP.
+pub async fn bind_udp_patiently(
+    addr: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::UdpSocket> {
+    patiently(addr, || tokio::net::UdpSocket::bind(addr)).await
+}
+
+async fn patiently<T, F, Fut>(addr: std::net::SocketAddr, bind: F) -> std::io::Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<T>>,
+{
+    let deadline = std::time::Instant::now() + BIND_PATIENCE;
+    let mut logged = false;
+    loop {
+        match bind().await {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 => {
+                let held_by = port_holders(addr.port()).await;
+                if std::time::Instant::now() >= deadline {
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!("{e}; sockets on port {}:\n{held_by}", addr.port()),
+                    ));
+                }
+                if !logged {
+                    tracing::warn!(%addr, %held_by, "address in use; waiting for it");
+                    logged = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Every socket of this network namespace on local `port`, any state, with its process
+/// (`ss`'s own words), or why that could not be listed.
+async fn port_holders(port: u16) -> String {
+    let filter = format!("sport = :{port}");
+    match tokio::process::Command::new("ss")
+        .args(["-tuanpe", filter.as_str()])
+        .output()
+        .await
+    {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).trim_end().to_string(),
+        Err(e) => format!("(ss: {e})"),
+    }
+}
+
 /// Accepts connections on `listener` until the returned task is aborted, each served by
 /// `serve` in a task of its own that ends with the accept loop (an abort closes them all).
 /// `what` names the listener in the log.

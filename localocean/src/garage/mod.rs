@@ -65,24 +65,6 @@ impl Default for GarageOptions {
     }
 }
 
-/// Binds `addr`, waiting up to 10 s while another socket holds it: a localocean restarted
-/// right after a stop found its Spaces port still held for some seconds (seen in the
-/// restart test, the port free when the start checked it a moment before).
-async fn bind_patiently(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match tokio::net::TcpListener::bind(addr).await {
-            Err(e)
-                if e.kind() == std::io::ErrorKind::AddrInUse
-                    && std::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            }
-            other => return other,
-        }
-    }
-}
-
 /// A running single-node Garage.
 pub struct Garage {
     grants: Arc<Grants>,
@@ -112,7 +94,7 @@ impl Garage {
         kill_stale(&dir).await?;
 
         // Clients go through this forwarder, not to Garage directly (see the module notes).
-        let public = bind_patiently(opts.s3_addr)
+        let public = crate::net::bind_tcp_patiently(opts.s3_addr)
             .await
             .with_context(|| format!("binding the Spaces S3 endpoint on {}", opts.s3_addr))?;
         let s3_addr = public.local_addr()?;
@@ -166,7 +148,7 @@ impl Garage {
     /// Makes the S3 API reachable at `addr` too (the bridge IP, for droplets) by forwarding
     /// TCP to the loopback endpoint. Port 0 picks a port; returns the bound address.
     pub async fn expose(&self, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-        let listener = tokio::net::TcpListener::bind(addr)
+        let listener = crate::net::bind_tcp_patiently(addr)
             .await
             .with_context(|| format!("binding the Spaces forwarder on {addr}"))?;
         let bound = listener.local_addr()?;

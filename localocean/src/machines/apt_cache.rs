@@ -43,7 +43,7 @@ impl AptCacher {
             std::fs::create_dir_all(d).map_err(io_err("creating", d))?;
         }
         // The droplets' side first: a held port fails here, before anything started.
-        let front = tokio::net::TcpListener::bind((bind, port))
+        let front = crate::net::bind_tcp_patiently(std::net::SocketAddr::from((bind, port)))
             .await
             .map_err(|e| SysError::Other(format!("binding the apt proxy on {bind}:{port}: {e}")))?;
         // Below the ephemeral range: apt-cacher-ng refuses ports above 32767 ("Error

@@ -679,8 +679,8 @@ fn up_json(state: &Path) -> serde_json::Value {
     let out = localocean(state, &["up", "--json"]);
     if !out.status.success() {
         // A start after a restart found one of its ports held (twice, not understood): who
-        // listens on loopback, with their processes, names the holder.
-        let listening = Command::new("ss").args(["-ltnup"]).output();
+        // holds which socket (every state, with processes and inodes) names the holder.
+        let listening = Command::new("ss").args(["-tuanpe"]).output();
         let listening = listening
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
