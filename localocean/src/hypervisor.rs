@@ -12,7 +12,7 @@ use crate::balancer::BalancerSpec;
 pub struct MachineSpec {
     pub droplet_id: u64,
     pub name: String,
-    /// Image slug, e.g. `debian-12-x64`.
+    /// Image: a base image's slug (`debian-12-x64`) or a Droplet snapshot's id.
     pub image: String,
     /// Cloud-init user data, as sent in the create request.
     pub user_data: Option<String>,
@@ -65,6 +65,12 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Succeeds when the machine is already gone.
     async fn delete(&self, droplet_id: u64) -> anyhow::Result<()>;
     async fn power(&self, droplet_id: u64, action: Power) -> anyhow::Result<()>;
+    /// Copies the droplet's disk, running or not, as image `image_id` (a Droplet snapshot
+    /// that machines can be created from); returns the bytes the copy holds.
+    async fn snapshot_droplet(&self, droplet_id: u64, image_id: u64) -> anyhow::Result<u64>;
+    /// Removes an image's copy; machines made from it keep running. Succeeds when it is
+    /// gone already.
+    async fn delete_image(&self, image_id: u64) -> anyhow::Result<()>;
     /// Changes memory/CPU limits (the machine is off during a DO resize).
     async fn resize(&self, droplet_id: u64, memory_mib: u32, vcpus: u32) -> anyhow::Result<()>;
 

@@ -90,6 +90,26 @@ pub struct BackupPolicy {
     pub hour: u32,
 }
 
+/// A Droplet snapshot: an `image` of type `snapshot` (and a `snapshots` entry with
+/// `resource_type` droplet), a copy of the droplet's disk that outlives the droplet and that
+/// droplets can be created from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DropletSnapshot {
+    pub id: u64,
+    pub name: String,
+    /// The droplet it was taken from (it may be gone since).
+    pub droplet_id: u64,
+    pub region: String,
+    pub created_at: String,
+    /// The droplet's disk when it was taken: a droplet made from it needs at least this.
+    pub min_disk_size: u32,
+    /// The data it holds, in GB.
+    pub size_gigabytes: f64,
+    /// The distribution of the image the droplet was made from (`Debian`).
+    pub distribution: String,
+    pub tags: Vec<String>,
+}
+
 /// A volume snapshot (`snapshots` in the spec, `resource_type` volume): a copy of the
 /// volume's data that outlives the volume.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -274,6 +294,9 @@ pub struct State {
     /// Volume snapshots, in creation order.
     #[serde(default)]
     pub volume_snapshots: Vec<VolumeSnapshot>,
+    /// Droplet snapshots (images of type `snapshot`), in creation order.
+    #[serde(default)]
+    pub droplet_snapshots: Vec<DropletSnapshot>,
 }
 
 impl State {

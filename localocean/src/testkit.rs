@@ -153,6 +153,14 @@ impl Hypervisor for NullHypervisor {
         self.log(format!("delete_snapshot {snapshot_id}"));
         Ok(())
     }
+    async fn snapshot_droplet(&self, droplet_id: u64, image_id: u64) -> anyhow::Result<u64> {
+        self.log(format!("snapshot_droplet {droplet_id} {image_id}"));
+        Ok(0)
+    }
+    async fn delete_image(&self, image_id: u64) -> anyhow::Result<()> {
+        self.log(format!("delete_image {image_id}"));
+        Ok(())
+    }
     async fn resize_volume(&self, v: &VolumeSpec) -> anyhow::Result<()> {
         self.log(format!("resize_volume {} {}", v.name, v.size_gib));
         Ok(())

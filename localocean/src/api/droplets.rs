@@ -66,9 +66,9 @@ pub(crate) fn machine_spec(s: &StoreState, d: &Droplet) -> MachineSpec {
     }
 }
 
-pub(crate) fn droplet_json(d: &Droplet) -> Value {
+pub(crate) fn droplet_json(s: &StoreState, d: &Droplet) -> Value {
     let size = catalog::size(&d.size);
-    let image = catalog::image(&d.image);
+    let image = super::images::find(s, &d.image);
     let mut features = vec!["droplet_agent"];
     if d.backup_policy.is_some() {
         features.push("backups");
@@ -105,8 +105,8 @@ pub(crate) fn droplet_json(d: &Droplet) -> Value {
         "features": features,
         "backup_ids": [],
         "next_backup_window": super::backups::next_window_json(d),
-        "snapshot_ids": [],
-        "image": image.map_or(Value::Null, catalog::image_json),
+        "snapshot_ids": super::images::ids_of_droplet(s, d.id),
+        "image": image.map_or(Value::Null, |i| i.json()),
         "volume_ids": d.volume_ids,
         "size": size.map_or(Value::Null, catalog::size_json),
         "size_slug": d.size,
@@ -192,9 +192,25 @@ pub async fn create(
         Value::Number(n) => n.to_string(),
         _ => return Err(ApiError::unprocessable("image must be a slug or an id")),
     };
-    let image = catalog::image(&image_key).ok_or_else(|| {
-        ApiError::unprocessable("You specified an invalid image for Droplet creation.")
-    })?;
+    let (image, image_min_disk, image_region) = app
+        .store
+        .read(|s| {
+            super::images::find(s, &image_key).map(|i| (i.key(), i.min_disk_size(), i.region()))
+        })
+        .ok_or_else(|| {
+            ApiError::unprocessable("You specified an invalid image for Droplet creation.")
+        })?;
+    if image_region.is_some_and(|r| r != region) {
+        return Err(ApiError::unprocessable(format!(
+            "The image is not available in region {region}."
+        )));
+    }
+    if size.disk_gib < image_min_disk {
+        return Err(ApiError::unprocessable(format!(
+            "This image needs a disk of at least {image_min_disk} GB; size {} has {} GB.",
+            size.slug, size.disk_gib
+        )));
+    }
     if req
         .user_data
         .as_ref()
@@ -267,7 +283,7 @@ pub async fn create(
                 name: name.clone(),
                 region: region.clone(),
                 size: size.slug.to_string(),
-                image: image.slug.to_string(),
+                image: image.clone(),
                 status: "new".into(),
                 created_at: now_rfc3339(),
                 tags: tags.clone(),
@@ -308,7 +324,7 @@ pub async fn create(
         app.faults.bind_droplet_404(d.id);
         let boot_faults = app.faults.take_boot_faults();
         tokio::spawn(boot(app.clone(), d.id, action.id, boot_faults));
-        droplets.push(droplet_json(&d));
+        droplets.push(app.store.read(|s| droplet_json(s, &d)));
         links.push(json!({
             "id": action.id,
             "rel": "create",
@@ -402,7 +418,7 @@ pub async fn list(State(app): State<Arc<App>>, info: ReqInfo) -> Json<Value> {
             .values()
             .filter(|d| tag.as_ref().is_none_or(|t| d.tags.contains(t)))
             .filter(|d| name.as_ref().is_none_or(|n| &d.name == n))
-            .map(droplet_json)
+            .map(|d| droplet_json(s, d))
             .collect()
     });
     page_response("droplets", items, &info)
@@ -417,7 +433,7 @@ pub async fn get(
         return Err(ApiError::not_found());
     }
     app.store
-        .read(|s| s.droplets.get(&id).map(droplet_json))
+        .read(|s| s.droplets.get(&id).map(|d| droplet_json(s, d)))
         .map(|d| Json(json!({ "droplet": d })))
         .ok_or_else(ApiError::not_found)
 }
@@ -599,6 +615,30 @@ pub async fn action_post(
     }
 
     match t {
+        "snapshot" => {
+            let name = req
+                .name
+                .clone()
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| {
+                    format!(
+                        "{}-{}",
+                        droplet.name,
+                        time::OffsetDateTime::now_utc().unix_timestamp()
+                    )
+                });
+            if name.len() > 255 {
+                return Err(ApiError::unprocessable("name is at most 255 characters"));
+            }
+            let action = app.store.mutate(|s| {
+                Ok::<_, ApiError>(new_action(s, t, Some(id), "droplet", &droplet.region))
+            })?;
+            tokio::spawn(super::images::take(app.clone(), id, action.id, name));
+            Ok((
+                StatusCode::CREATED,
+                Json(json!({ "action": action_json(&action) })),
+            ))
+        }
         "resize" => {
             let slug = req
                 .size

@@ -7,6 +7,7 @@ mod domains;
 mod droplets;
 mod error;
 mod firewalls;
+mod images;
 mod keys;
 mod load_balancers;
 pub mod metadata;
@@ -198,8 +199,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v2/account", get(account))
         .route("/v2/regions", get(regions))
         .route("/v2/sizes", get(sizes))
-        .route("/v2/images", get(images))
-        .route("/v2/images/{id}", get(image_get))
+        .route("/v2/images", get(images::list))
+        .route("/v2/images/{id}", get(images::get).delete(images::delete))
         .route("/v2/actions", get(actions_list))
         .route("/v2/actions/{id}", get(action_get))
         .route("/v2/account/keys", get(keys::list).post(keys::create))
@@ -218,6 +219,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(droplets::get).delete(droplets::delete),
         )
         .route("/v2/droplets/{id}/backups", get(backups::list))
+        .route("/v2/droplets/{id}/snapshots", get(images::list_for_droplet))
         .route("/v2/droplets/{id}/backups/policy", get(backups::policy))
         .route("/v2/droplets/backups/policies", get(backups::policies))
         .route(
@@ -693,20 +695,6 @@ async fn regions(info: ReqInfo) -> Json<Value> {
 async fn sizes(info: ReqInfo) -> Json<Value> {
     let items = catalog::SIZES.iter().map(catalog::size_json).collect();
     page_response("sizes", items, &info)
-}
-
-async fn images(info: ReqInfo) -> Json<Value> {
-    let items = catalog::IMAGES
-        .iter()
-        .filter(|_| info.param("private") != Some("true"))
-        .map(catalog::image_json)
-        .collect();
-    page_response("images", items, &info)
-}
-
-async fn image_get(Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let image = catalog::image(&id).ok_or_else(ApiError::not_found)?;
-    Ok(Json(json!({ "image": catalog::image_json(image) })))
 }
 
 async fn actions_list(State(app): State<Arc<App>>, info: ReqInfo) -> Json<Value> {

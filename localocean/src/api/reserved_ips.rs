@@ -28,7 +28,7 @@ fn reserved_ip_json(s: &StoreState, r: &ReservedIp) -> Value {
     let droplet = r
         .droplet_id
         .and_then(|id| s.droplets.get(&id))
-        .map_or(Value::Null, super::droplets::droplet_json);
+        .map_or(Value::Null, |d| super::droplets::droplet_json(s, d));
     json!({
         "ip": r.ip,
         "region": catalog::region_json(&r.region),

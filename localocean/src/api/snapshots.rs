@@ -1,8 +1,7 @@
 //! Volume snapshots: `POST`/`GET /v2/volumes/{id}/snapshots`, `/v2/volumes/snapshots/{id}`
-//! and the account-wide `/v2/snapshots` (which also lists Droplet snapshots on
-//! DigitalOcean; localocean takes none, so `resource_type=droplet` lists nothing). A
-//! snapshot is a copy of the volume's data made by the hypervisor, one point in time of the
-//! disk, kept after the volume is deleted.
+//! and the account-wide `/v2/snapshots`, which also lists and removes Droplet snapshots
+//! (those are images: see `images`). A volume snapshot is a copy of the volume's data made
+//! by the hypervisor, one point in time of the disk, kept after the volume is deleted.
 
 use std::sync::Arc;
 
@@ -120,13 +119,21 @@ pub async fn list_for_volume(
 
 /// `GET /v2/snapshots`, with DigitalOcean's `resource_type` filter.
 pub async fn list(State(app): State<Arc<App>>, info: ReqInfo) -> Json<Value> {
-    let volumes_too = matches!(info.param("resource_type"), None | Some("volume"));
+    let kind = info.param("resource_type");
+    let droplets_too = matches!(kind, None | Some("droplet"));
+    let volumes_too = matches!(kind, None | Some("volume"));
     let items = app.store.read(|s| {
-        s.volume_snapshots
+        let droplets = s
+            .droplet_snapshots
+            .iter()
+            .filter(|_| droplets_too)
+            .map(super::images::snapshot_json);
+        let volumes = s
+            .volume_snapshots
             .iter()
             .filter(|_| volumes_too)
-            .map(snapshot_json)
-            .collect()
+            .map(snapshot_json);
+        droplets.chain(volumes).collect()
     });
     page_response("snapshots", items, &info)
 }
@@ -137,10 +144,14 @@ pub async fn get(
 ) -> Result<Json<Value>, ApiError> {
     app.store
         .read(|s| {
-            s.volume_snapshots
-                .iter()
-                .find(|x| x.id == id)
+            let volume = s.volume_snapshots.iter().find(|x| x.id == id);
+            let droplet = || {
+                let n: u64 = id.parse().ok()?;
+                s.droplet_snapshots.iter().find(|x| x.id == n)
+            };
+            volume
                 .map(snapshot_json)
+                .or_else(|| droplet().map(super::images::snapshot_json))
         })
         .map(|v| Json(json!({ "snapshot": v })))
         .ok_or_else(ApiError::not_found)
@@ -154,7 +165,11 @@ pub async fn delete(
         .store
         .read(|s| s.volume_snapshots.iter().any(|x| x.id == id))
     {
-        return Err(ApiError::not_found());
+        // A Droplet snapshot's id (digits only; volume snapshots have UUIDs).
+        return match id.parse::<u64>() {
+            Ok(n) => super::images::delete_snapshot(&app, n).await,
+            Err(_) => Err(ApiError::not_found()),
+        };
     }
     app.hv.delete_snapshot(&id).await.map_err(|e| {
         tracing::error!(snapshot = %id, error = %format!("{e:#}"), "deleting snapshot");

@@ -6,6 +6,7 @@ mod apt_front;
 pub mod balancer;
 mod cgroup;
 mod devices;
+mod disk_image;
 mod ssh_fault;
 pub mod sys;
 mod volume;
@@ -22,7 +23,6 @@ use tokio::io::AsyncReadExt;
 
 use crate::balancer::BalancerSpec;
 use crate::hypervisor::{Hypervisor, MachineInfo, MachineSpec, Power, VolumeSpec};
-use crate::image;
 use crate::instance::{StateDir, APT_PROXY_PORT};
 use crate::net::{self, Subnet};
 use crate::process;
@@ -157,6 +157,11 @@ impl Nspawn {
             .clone()
     }
 
+    /// The images the machines there are were made from.
+    fn image_keys(&self) -> Vec<String> {
+        self.records().into_iter().map(|r| r.image).collect()
+    }
+
     pub fn records(&self) -> Vec<MachineRecord> {
         read_records(&self.cfg.state)
     }
@@ -214,7 +219,7 @@ impl Nspawn {
         limit: Duration,
     ) -> SysResult<()> {
         let p = self.paths(rec.droplet_id);
-        let lower = image::ensure_image(&rec.image).await?;
+        let lower = disk_image::layers(&self.cfg.state, &rec.image).await?;
         net::create_droplet_net(self.cfg.subnet, rec.droplet_id, rec.ipv4).await?;
         if let Some(ip) = rec.reserved_ipv4 {
             net::add_reserved_ip(self.cfg.subnet, rec.droplet_id, ip).await?;
@@ -224,9 +229,10 @@ impl Nspawn {
             std::fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
         }
         if !sys::is_mounted(&p.merged()) {
+            let lower: Vec<String> = lower.iter().map(|l| l.display().to_string()).collect();
             let opts = format!(
                 "lowerdir={},upperdir={},workdir={}",
-                lower.display(),
+                lower.join(":"),
                 p.upper().display(),
                 p.work().display()
             );
@@ -624,7 +630,27 @@ impl Hypervisor for Nspawn {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(io_err("removing", &dir))?;
         }
+        // A deleted snapshot this machine was the last to stand on goes now.
+        disk_image::sweep(&self.cfg.state, &self.image_keys());
         Ok(())
+    }
+
+    async fn snapshot_droplet(&self, droplet_id: u64, image_id: u64) -> anyhow::Result<u64> {
+        let lock = self.lock(droplet_id);
+        let _g = lock.lock().await;
+        let rec = self
+            .load(droplet_id)?
+            .ok_or_else(|| anyhow::anyhow!("droplet ({droplet_id}) has no machine"))?;
+        let upper = self.paths(droplet_id).upper();
+        Ok(disk_image::take(&self.cfg.state, &upper, &rec.image, image_id).await?)
+    }
+
+    async fn delete_image(&self, image_id: u64) -> anyhow::Result<()> {
+        Ok(disk_image::delete(
+            &self.cfg.state,
+            image_id,
+            &self.image_keys(),
+        )?)
     }
 
     async fn power(&self, droplet_id: u64, action: Power) -> anyhow::Result<()> {

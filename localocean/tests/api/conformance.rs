@@ -1517,3 +1517,141 @@ async fn uptime_checks_validate_page_and_404() {
     let r = h.raw("GET", &alerts, None, Some(TOKEN)).await;
     assert_error(&r, 404, "not_found");
 }
+
+/// A droplet `snapshot` action makes an image of type `snapshot`: listed as the account's
+/// own image, as the droplet's snapshot and among the account's snapshots; droplets are made
+/// from it by id (with a disk at least as large, in its region); deleted, it is gone.
+#[tokio::test]
+async fn droplet_snapshots_are_images_that_droplets_are_made_from() {
+    let h = start().await;
+    let droplet = h.droplet("bake", &[]).await;
+    let actions = format!("/v2/droplets/{droplet}/actions");
+    let r = h
+        .call(
+            "POST",
+            "/v2/droplets/{droplet_id}/actions",
+            &actions,
+            Some(json!({"type": "snapshot", "name": "baked"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["action"]["type"], "snapshot");
+    let action = r.body["action"]["id"].as_u64().unwrap();
+    assert_eq!(h.wait_action(action).await["status"], "completed");
+
+    let r = h
+        .call("GET", "/v2/images", "/v2/images?private=true", None)
+        .await;
+    assert_eq!(r.body["meta"]["total"], 1, "{}", r.text);
+    let image = r.body["images"][0].clone();
+    let id = image["id"].as_u64().unwrap();
+    assert_eq!(image["type"], "snapshot");
+    assert_eq!(image["slug"], Value::Null);
+    assert_eq!(image["public"], false);
+    assert_eq!(image["name"], "baked");
+    assert_eq!(image["min_disk_size"], 25, "the droplet's disk");
+    assert!(h
+        .hv
+        .calls()
+        .contains(&format!("snapshot_droplet {droplet} {id}")));
+    let ip = "/v2/images/{image_id}";
+    let r = h.call("GET", ip, &format!("/v2/images/{id}"), None).await;
+    assert_eq!(r.body["image"], image);
+    let r = h
+        .call("GET", "/v2/images", "/v2/images?type=distribution", None)
+        .await;
+    assert!(r.body["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["type"] == "base"));
+    let r = h
+        .call(
+            "GET",
+            "/v2/droplets/{droplet_id}",
+            &format!("/v2/droplets/{droplet}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["droplet"]["snapshot_ids"], json!([id]));
+    let r = h
+        .call(
+            "GET",
+            "/v2/droplets/{droplet_id}/snapshots",
+            &format!("/v2/droplets/{droplet}/snapshots"),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["snapshots"][0]["id"], id);
+    assert_eq!(r.body["snapshots"][0]["type"], "snapshot");
+    let r = h
+        .call(
+            "GET",
+            "/v2/snapshots",
+            "/v2/snapshots?resource_type=droplet",
+            None,
+        )
+        .await;
+    assert_eq!(r.body["snapshots"][0]["id"], id.to_string());
+    assert_eq!(r.body["snapshots"][0]["resource_id"], droplet.to_string());
+    let r = h
+        .call(
+            "GET",
+            "/v2/snapshots/{snapshot_id}",
+            &format!("/v2/snapshots/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["snapshot"]["resource_type"], "droplet");
+
+    // Droplets from it: too small a disk, another region, then one that boots from it.
+    for (body, why) in [
+        (
+            json!({"name": "small", "region": "nyc3", "size": "s-1vcpu-512mb-10gb", "image": id}),
+            "a disk smaller than the snapshot's",
+        ),
+        (
+            json!({"name": "far", "region": "ams3", "size": "s-1vcpu-1gb", "image": id}),
+            "another region",
+        ),
+    ] {
+        let r = h
+            .raw("POST", "/v2/droplets", Some(&body.to_string()), Some(TOKEN))
+            .await;
+        assert_eq!(r.status, 422, "{why}: {}", r.text);
+    }
+    let r = h
+        .call(
+            "POST",
+            "/v2/droplets",
+            "/v2/droplets",
+            Some(
+                json!({"name": "from-baked", "region": "nyc3", "size": "s-1vcpu-1gb", "image": id}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.body["droplet"]["image"]["id"], id);
+    let made = r.body["droplet"]["id"].as_u64().unwrap();
+    assert_eq!(h.api.app.machine_spec(made).unwrap().image, id.to_string());
+
+    // A public image cannot be deleted; the snapshot can, once.
+    let r = h
+        .raw("DELETE", "/v2/images/debian-12-x64", None, Some(TOKEN))
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    let r = h
+        .call("DELETE", ip, &format!("/v2/images/{id}"), None)
+        .await;
+    assert_eq!(r.status, 204);
+    assert!(h.hv.calls().contains(&format!("delete_image {id}")));
+    let r = h
+        .raw("GET", &format!("/v2/images/{id}"), None, Some(TOKEN))
+        .await;
+    assert_error(&r, 404, "not_found");
+    let r = h
+        .raw("DELETE", &format!("/v2/snapshots/{id}"), None, Some(TOKEN))
+        .await;
+    assert_error(&r, 404, "not_found");
+    drop(h.api);
+}
