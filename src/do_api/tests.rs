@@ -1170,3 +1170,13 @@ async fn uptime_checks_and_alerts_round_trip() {
     // Gone already: deleted.
     c.delete_uptime_check(&check.id).await.unwrap();
 }
+
+#[test]
+fn an_image_of_digits_is_sent_as_an_id_and_anything_else_as_a_slug() {
+    let sent = |s: &str| serde_json::to_value(ImageRef::from(s)).unwrap();
+    assert_eq!(sent("debian-12-x64"), json!("debian-12-x64"));
+    assert_eq!(sent("148174574"), json!(148174574));
+    // Not a number DigitalOcean would give: kept as the user wrote it.
+    assert_eq!(sent("0123"), json!("0123"));
+    assert_eq!(sent("ubuntu-24-04-x64"), json!("ubuntu-24-04-x64"));
+}

@@ -130,8 +130,13 @@ pub enum ImageRef {
 }
 
 impl From<&str> for ImageRef {
+    /// Digits are an image's id (a snapshot or a custom image), anything else a slug: the
+    /// API takes a snapshot only by its number.
     fn from(s: &str) -> Self {
-        ImageRef::Slug(s.to_owned())
+        match s.parse() {
+            Ok(id) if !s.starts_with('0') => ImageRef::Id(id),
+            _ => ImageRef::Slug(s.to_owned()),
+        }
     }
 }
 

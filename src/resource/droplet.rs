@@ -50,7 +50,7 @@ pub async fn boot(
         name: m.name.clone(),
         region: m.region.clone(),
         size: m.size.clone(),
-        image: do_api::ImageRef::Slug(m.image.clone()),
+        image: do_api::ImageRef::from(m.image.as_str()),
         ssh_keys: m
             .ssh_key_fingerprints
             .iter()

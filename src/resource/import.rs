@@ -187,8 +187,13 @@ fn take_droplet(st: &mut RegistryState, d: &Droplet) {
     if !d.size_slug.is_empty() {
         st.size = s(d.size_slug.clone());
     }
-    if let Some(slug) = d.image.as_ref().and_then(|i| i.slug.clone()) {
-        st.image = s(slug);
+    // A snapshot or custom image has no slug: its id is how `image` names it.
+    if let Some(image) = d
+        .image
+        .as_ref()
+        .and_then(|i| i.slug.clone().or(i.id.map(|id| id.to_string())))
+    {
+        st.image = s(image);
     }
     st.ipv4_address = d.public_ipv4().map(s).unwrap_or(Value::Null);
     st.ipv6_address = d.public_ipv6().map(s).unwrap_or(Value::Null);

@@ -187,7 +187,7 @@ async fn check_with_api(diags: &mut Diagnostics, env: &Env, st: &RegistryState) 
             Ok(None) => diags.error(
                 "Unknown `image`",
                 format!(
-                    "{image:?} is not an image slug of this account (for example \"{}\").",
+                    "{image:?} is neither an image slug (for example \"{}\") nor the id of an image or snapshot of this account.",
                     schema::DEFAULT_IMAGE
                 ),
                 AttributePath::new("image"),

@@ -226,7 +226,7 @@ pub fn schema() -> Schema {
         ("name", a(T::String, C::Required, false, "The droplet's name: a lowercase DNS label (a-z, 0-9, `-`; at most 63).")),
         ("region", a(T::String, C::Required, false, "DigitalOcean region slug, e.g. `ams3`. Changing it replaces the whole registry.")),
         ("size", a(T::String, C::OptionalComputed, false, "Droplet size slug (default `s-1vcpu-1gb`). Changes in place with a resize, which powers the droplet off for a moment.")),
-        ("image", a(T::String, C::OptionalComputed, false, "Droplet image slug (default `debian-12-x64`). A change replaces the droplet inside an update; stored images stay when storage is a volume or Spaces.")),
+        ("image", a(T::String, C::OptionalComputed, false, "Droplet image: a slug (default `debian-12-x64`, a Debian 12 image) or the numeric id of a Droplet snapshot or custom image made from one, for example with the packages installed already (the first boot then installs nothing). A change replaces the droplet inside an update; stored images stay when storage is a volume or Spaces.")),
         ("droplet_generation", a(T::Number, C::Optional, false, "Bump to replace the droplet in place (fresh machine, same registry, same storage).")),
         ("fqdn", a(T::String, C::Required, false, "The registry's name, e.g. `registry.example.com`. Its domain must be managed in this DigitalOcean account. Changing it replaces the registry.")),
         ("ssh_key_fingerprints", a(strings(), C::Optional, false, "Fingerprints of DigitalOcean SSH keys allowed to log in as root, for people. The provider's own management key is separate.")),
