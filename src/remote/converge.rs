@@ -452,10 +452,11 @@ fn is_held(held: &BTreeMap<String, String>, f: &ManagedFile) -> bool {
 }
 
 /// Packages the droplet needs. njs runs the token endpoint; curl and openssl are for the
-/// self-check at the end; nftables loads the droplet's firewall.
-const PACKAGES: &str = "nginx libnginx-mod-http-js docker-registry curl openssl nftables";
+/// self-check at the end; nftables loads the droplet's firewall. An image that has them
+/// already (a snapshot of a droplet that installed them) boots with nothing to install.
+pub const PACKAGES: &str = "nginx libnginx-mod-http-js docker-registry curl openssl nftables";
 /// The droplet's own renewal: Debian's certbot (its cryptography and josepy serve the driver).
-const RENEWAL_PACKAGES: &str = "certbot";
+pub const RENEWAL_PACKAGES: &str = "certbot";
 /// DNS-01 renewal: named answers the delegated challenge name; nsupdate writes the answer.
 const NAMED_PACKAGES: &str = "bind9 bind9-dnsutils";
 

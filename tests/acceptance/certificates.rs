@@ -42,10 +42,11 @@ impl AcmeFixture {
         // resolves through localocean's resolver, which follows delegations as the internet's do.
         let pebble = Pebble::start_with(lo.resolver, 80, opts);
         let fqdn = format!("registry.{domain}");
+        let tf = Tofu::new("").with_image(lo.baked_image());
         Self {
             lo,
             pebble,
-            tf: Tofu::new(""),
+            tf,
             name,
             domain,
             fqdn,

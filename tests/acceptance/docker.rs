@@ -71,7 +71,9 @@ resource "docker_registry" "r" {{
 }}
 "#
         );
-        let tf = Tofu::new("");
+        // Another build of the provider may not take an image id: the stock image for it.
+        let image = provider_dir.is_none().then(|| lo.baked_image()).flatten();
+        let tf = Tofu::new("").with_image(image);
         if let Some(dir) = provider_dir {
             tf.write(
                 "tofu.rc",

@@ -62,3 +62,19 @@ resource "docker_registry" "r" {
     assert!(out.contains("Invalid `api_endpoint`"), "{out}");
     assert!(out.contains("Invalid `http_retry_max`"), "{out}");
 }
+
+/// The harness's config writer gives the baked image to registries that name none.
+#[test]
+fn each_registry_block_without_an_image_gets_the_image() {
+    let hcl = "provider \"docker\" {}\nresource \"docker_registry\" \"a\" {\n  name = \"a\"\n  tls { source = \"self_signed\" }\n}\nresource \"docker_registry\" \"b\" {\n  image = \"debian-12-x64\"\n}\n";
+    let out = crate::support::tofu::with_image(hcl, "3000042");
+    assert_eq!(out.matches("image = \"3000042\"").count(), 1, "{out}");
+    assert!(
+        out.contains("\"a\" {\n  image = \"3000042\"\n  name = \"a\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"b\" {\n  image = \"debian-12-x64\""),
+        "{out}"
+    );
+}

@@ -30,17 +30,28 @@ pub(super) struct Fixture {
 }
 
 impl Fixture {
-    /// On the binary's shared localocean.
+    /// On the binary's shared localocean, booting from its baked image.
     pub(super) fn new() -> Self {
         Self::on(Ocean::shared())
     }
 
+    /// On the shared localocean, booting from the stock image: the first converge installs
+    /// every package, as on a new DigitalOcean account.
+    pub(super) fn stock() -> Self {
+        Self::with_image(Ocean::shared(), None)
+    }
+
     pub(super) fn on(lo: Ocean) -> Self {
+        let image = lo.baked_image();
+        Self::with_image(lo, image)
+    }
+
+    fn with_image(lo: Ocean, image: Option<String>) -> Self {
         let name = unique_label();
         let domain = format!("{name}.test");
         lo.create_domain(&domain);
         let fqdn = format!("registry.{domain}");
-        let tf = Tofu::new("");
+        let tf = Tofu::new("").with_image(image);
         Self {
             lo,
             tf,
@@ -309,7 +320,7 @@ impl PullLoop {
 
 #[test]
 fn registry_lifecycle_push_pull_users_drift_destroy() {
-    let fx = Fixture::new();
+    let fx = Fixture::stock();
     let users = format!(
         "    admin  = {{ password = \"{ADMIN_PW}\" }}\n    reader = {{ password = \"{READER_PW}\", access = \"pull\" }}\n    looper = {{ password = \"{LOOPER_PW}\", access = \"pull\" }}"
     );

@@ -60,10 +60,11 @@ impl Fixture {
             },
         );
         let fqdn = format!("registry.{domain}");
+        let tf = Tofu::new("").with_image(lo.baked_image());
         let fx = Fixture {
             lo,
             pebble,
-            tf: Tofu::new(""),
+            tf,
             name,
             domain,
             fqdn,

@@ -34,9 +34,10 @@ impl Fixture {
         let name = unique_label();
         let domain = format!("{name}.test");
         lo.create_domain(&domain);
+        let tf = Tofu::new("").with_image(lo.baked_image());
         Self {
             lo,
-            tf: Tofu::new(""),
+            tf,
             fqdn: format!("registry.{domain}"),
             name,
         }

@@ -45,9 +45,10 @@ impl StorageFixture {
                 format!("http://{}:{port}", lo.bridge_ip()),
             )
         });
+        let tf = Tofu::new("").with_image(lo.baked_image());
         Self {
             lo,
-            tf: Tofu::new(""),
+            tf,
             fqdn: format!("registry.{domain}"),
             name,
             spaces,

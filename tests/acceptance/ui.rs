@@ -251,7 +251,8 @@ fn web_page_in_a_real_browser() {
     let domain = format!("{name}.test");
     lo.create_domain(&domain);
     let fqdn = format!("registry.{domain}");
-    let tf = Tofu::new(&main_tf(&lo, &name, &fqdn, false, true));
+    let tf = Tofu::new("").with_image(lo.baked_image());
+    tf.write("main.tf", &main_tf(&lo, &name, &fqdn, false, true));
     apply(&tf, &lo, "create with ui = true");
     let v = tf.resource_values();
     let ip = v["ipv4_address"].as_str().unwrap().to_owned();

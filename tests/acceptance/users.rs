@@ -41,11 +41,12 @@ impl Fx {
         lo.create_domain(&domain);
         let pebble = acme.then(|| Pebble::start(lo.dns, 80));
         let fqdn = format!("registry.{domain}");
+        let tf = Tofu::new("").with_image(lo.baked_image());
         Fx {
             lo,
             name,
             pebble,
-            tf: Tofu::new(""),
+            tf,
             domain,
             fqdn,
         }

@@ -91,6 +91,18 @@ impl Ocean {
     }
 }
 
+impl Ocean {
+    /// The image a test's registries boot from: on the shared instance, its snapshot with
+    /// the registry's packages installed (made on first use, see `support::baked`); on an
+    /// instance of the test's own, `None`: the stock image.
+    pub fn baked_image(&self) -> Option<String> {
+        match self {
+            Ocean::Shared(lo) => Some(super::baked::image(lo)),
+            Ocean::Own(_) => None,
+        }
+    }
+}
+
 impl Deref for Ocean {
     type Target = LocalOcean;
     fn deref(&self) -> &LocalOcean {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod baked;
 pub mod browser;
 pub mod docker;
 pub mod localocean;

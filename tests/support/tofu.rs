@@ -11,6 +11,9 @@ pub struct Tofu {
     pub dir: tempfile::TempDir,
     cli_config: PathBuf,
     env: Vec<(String, String)>,
+    /// The `image` every `docker_registry` block of a written config gets when it names none
+    /// (see [`Tofu::with_image`]).
+    image: Option<String>,
 }
 
 /// `tofu` from TOFU_BIN, else the project-local tools folder that scripts/setup fills.
@@ -56,7 +59,16 @@ impl Tofu {
             dir,
             cli_config,
             env: vec![],
+            image: None,
         }
+    }
+
+    /// Configs written from now on give each `docker_registry` block that sets no `image`
+    /// this one (the shared localocean's baked snapshot: `support::baked`); `None` leaves
+    /// them on the stock image.
+    pub fn with_image(mut self, image: Option<String>) -> Self {
+        self.image = image;
+        self
     }
 
     pub fn env(mut self, k: &str, v: &str) -> Self {
@@ -65,6 +77,10 @@ impl Tofu {
     }
 
     pub fn write(&self, name: &str, content: &str) {
+        let content = match &self.image {
+            Some(image) if name.ends_with(".tf") => with_image(content, image),
+            _ => content.to_string(),
+        };
         std::fs::write(self.dir.path().join(name), content).unwrap();
     }
 
@@ -148,4 +164,43 @@ impl Tofu {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v["values"]["root_module"]["resources"][0]["values"].clone()
     }
+}
+
+/// `hcl` with `image = "<image>"` at the top of each `docker_registry` resource block that
+/// sets no `image` of its own.
+pub fn with_image(hcl: &str, image: &str) -> String {
+    let mut out = String::with_capacity(hcl.len());
+    let mut rest = hcl;
+    while let Some(at) = rest.find("resource \"docker_registry\"") {
+        let Some(open) = rest[at..].find('{').map(|o| at + o + 1) else {
+            break;
+        };
+        out.push_str(&rest[..open]);
+        rest = &rest[open..];
+        if !block_sets_image(rest) {
+            out.push_str(&format!("\n  image = \"{image}\""));
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether the block whose body starts `body` (after its `{`) sets `image` at its top level.
+fn block_sets_image(body: &str) -> bool {
+    let mut depth = 0usize;
+    for line in body.lines() {
+        let t = line.trim_start();
+        if depth == 0 && (t.starts_with("image ") || t.starts_with("image=")) {
+            return true;
+        }
+        for c in line.chars() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => return false,
+                '}' => depth -= 1,
+                _ => {}
+            }
+        }
+    }
+    false
 }
