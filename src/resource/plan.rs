@@ -162,6 +162,42 @@ fn check_choice(
     }
 }
 
+/// A snapshot or custom image needs a disk at least its `min_disk_size` and is only in the
+/// regions it lists (a base image is in every region): DigitalOcean refuses the droplet
+/// otherwise, after the plan; this says so in it.
+fn check_image_fits(
+    diags: &mut Diagnostics,
+    image: &str,
+    found: &crate::do_api::Image,
+    size_disk: Option<u64>,
+    region: Option<&str>,
+) {
+    if let (Some(need), Some(disk)) = (found.min_disk_size, size_disk) {
+        if disk < need {
+            diags.error(
+                "`image` needs a larger disk than `size` has",
+                format!(
+                    "Image {image:?} needs a disk of at least {need} GB; the size's disk is {disk} GB. Choose a larger `size`, or an image made from a droplet with a smaller disk."
+                ),
+                AttributePath::new("image"),
+            );
+        }
+    }
+    let private = found.kind.as_deref().is_some_and(|k| k != "base");
+    if let Some(region) = region {
+        if private && !found.regions.is_empty() && !found.regions.iter().any(|r| r == region) {
+            diags.error(
+                "`image` is not in the registry's region",
+                format!(
+                    "Image {image:?} is in {}, not in {region:?}: transfer it to {region:?} first (an image action), or choose one of its regions.",
+                    found.regions.join(", ")
+                ),
+                AttributePath::new("image"),
+            );
+        }
+    }
+}
+
 /// Checks that need the API: region, size, image, and the fqdn's domain.
 async fn check_with_api(diags: &mut Diagnostics, env: &Env, st: &RegistryState) {
     let client = &env.client;
@@ -174,16 +210,20 @@ async fn check_with_api(diags: &mut Diagnostics, env: &Env, st: &RegistryState) 
         });
         check_choice(diags, "region", region, "a DigitalOcean region", valid);
     }
+    let mut size_disk = None;
     if let Some(size) = known(&st.size) {
-        let valid = client
-            .list_sizes()
-            .await
-            .map(|ss| ss.into_iter().map(|s| s.slug).collect());
+        let sizes = client.list_sizes().await;
+        if let Ok(ss) = &sizes {
+            size_disk = ss.iter().find(|s| s.slug == size).map(|s| s.disk);
+        }
+        let valid = sizes.map(|ss| ss.into_iter().map(|s| s.slug).collect());
         check_choice(diags, "size", size, "a droplet size", valid);
     }
     if let Some(image) = known(&st.image) {
         match client.get_image(image).await {
-            Ok(Some(_)) => {}
+            Ok(Some(found)) => {
+                check_image_fits(diags, image, &found, size_disk, known(&st.region));
+            }
             Ok(None) => diags.error(
                 "Unknown `image`",
                 format!(

@@ -404,6 +404,40 @@ async fn plan_create_fills_defaults_and_leaves_what_apply_makes_unknown() {
 }
 
 #[tokio::test]
+async fn plan_create_refuses_an_image_whose_disk_or_region_does_not_fit() {
+    let w = World::start().await;
+    // A snapshot of a droplet with a 25 GB disk, in nyc3.
+    let image = w.api.droplet_snapshot("s-1vcpu-1gb", "nyc3").await;
+    let mut c = config("reg");
+    c.image = s(&image);
+    c.size = s("s-1vcpu-512mb-10gb");
+    c.region = s("ams3");
+    let (planned, d) = w.plan_create(c).await;
+    assert!(planned.is_none());
+    assert_eq!(
+        summaries(&d.errors),
+        [
+            "`image` needs a larger disk than `size` has",
+            "`image` is not in the registry's region"
+        ]
+    );
+    assert_eq!(paths_of(&d.errors), ["image", "image"]);
+    assert!(
+        d.errors[0].detail.contains("25 GB"),
+        "{}",
+        d.errors[0].detail
+    );
+    // A size with disk enough, in the snapshot's region: planned, the id kept as given.
+    let mut c = config("reg");
+    c.image = s(&image);
+    c.size = s("s-1vcpu-1gb");
+    c.region = s("nyc3");
+    let (planned, d) = w.plan_create(c).await;
+    assert!(d.errors.is_empty(), "{d:?}");
+    assert_eq!(text(&planned.unwrap().image), image);
+}
+
+#[tokio::test]
 async fn plan_create_names_the_attribute_of_each_bad_value() {
     let w = World::start().await;
     // Checks that need the API: each on its attribute, valid choices listed.

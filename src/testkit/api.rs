@@ -58,6 +58,66 @@ impl Api {
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
     }
 
+    /// A Droplet snapshot (its image id) of a new droplet of `size` in `region`, as the
+    /// droplet `snapshot` action makes one.
+    pub async fn droplet_snapshot(&self, size: &str, region: &str) -> String {
+        use serde_json::{json, Value};
+        let http = reqwest::Client::new();
+        let call = |method: reqwest::Method, path: String, body: Option<Value>| {
+            let mut req = http
+                .request(method, format!("{}{path}", self.base))
+                .bearer_auth(TOKEN);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            async move {
+                let r = req.send().await.unwrap();
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        let wait = |id: u64| {
+            let call = &call;
+            async move {
+                for _ in 0..500 {
+                    let (_, a) = call(reqwest::Method::GET, format!("v2/actions/{id}"), None).await;
+                    if a["action"]["status"] != "in-progress" {
+                        assert_eq!(a["action"]["status"], "completed", "{a}");
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                panic!("action {id} never ended");
+            }
+        };
+        let (status, d) = call(
+            reqwest::Method::POST,
+            "v2/droplets".into(),
+            Some(
+                json!({"name": "baker", "region": region, "size": size, "image": "debian-12-x64"}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 202, "{d}");
+        wait(d["links"]["actions"][0]["id"].as_u64().unwrap()).await;
+        let id = d["droplet"]["id"].as_u64().unwrap();
+        let (status, a) = call(
+            reqwest::Method::POST,
+            format!("v2/droplets/{id}/actions"),
+            Some(json!({"type": "snapshot", "name": "baked"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{a}");
+        wait(a["action"]["id"].as_u64().unwrap()).await;
+        let (_, snaps) = call(
+            reqwest::Method::GET,
+            format!("v2/droplets/{id}/snapshots"),
+            None,
+        )
+        .await;
+        snaps["snapshots"][0]["id"].as_u64().unwrap().to_string()
+    }
+
     /// The API's faults admin, in process (as `/_localocean/faults` arms them).
     pub fn faults(&self) -> &localocean::faults::Faults {
         self._server.app.faults()

@@ -71,7 +71,7 @@ fn bake(lo: &LocalOcean) -> Result<String, String> {
         "POST",
         "/v2/droplets",
         Some(json!({
-            "name": name, "region": "nyc3", "size": "s-1vcpu-1gb",
+            "name": name, "region": "nyc3", "size": "s-1vcpu-512mb-10gb",
             "image": "debian-12-x64", "user_data": user_data,
         })),
     );
