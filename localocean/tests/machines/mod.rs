@@ -353,6 +353,45 @@ async fn droplet_boots_serves_ssh_runs_cloud_init_installs_packages_and_cleans_u
         "apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q tree >/dev/null && tree --version",
     );
 
+    // A snapshot of the running droplet is an image another droplet boots from: what the
+    // first installed is there with nothing installed again, under the new droplet's own
+    // name; deleted while that droplet runs, the copy stays until the droplet goes.
+    let image_id = id + 1;
+    let bytes = lab
+        .hv
+        .snapshot_droplet(id, image_id)
+        .await
+        .expect("snapshot");
+    assert!(bytes > 1_000_000, "the copy holds {bytes} bytes");
+    let id2 = id + 2;
+    let mut from_image = spec(id2, &public, None);
+    from_image.image = image_id.to_string();
+    let ip2 = lab
+        .hv
+        .create(from_image)
+        .await
+        .expect("create from the snapshot")
+        .ipv4;
+    assert_eq!(
+        ssh_ok(&key, ip2, "hostname; tree --version | cut -c1-4").trim(),
+        format!("tf-acc-test-{id2}\ntree")
+    );
+    let copy = lab.state.root.join("images").join(image_id.to_string());
+    lab.hv.delete_image(image_id).await.expect("delete image");
+    assert!(copy.exists(), "the copy went while a droplet stands on it");
+    assert_eq!(
+        ssh_ok(&key, ip2, "hostname").trim(),
+        format!("tf-acc-test-{id2}")
+    );
+    lab.hv
+        .delete(id2)
+        .await
+        .expect("delete the droplet from the snapshot");
+    assert!(
+        !copy.exists(),
+        "the deleted image outlived its last droplet"
+    );
+
     // A reboot is a new machine process on the same disk.
     lab.hv.power(id, Power::Reboot).await.expect("reboot");
     let tr_after_reboot = traces(&lab, id);
