@@ -13,6 +13,7 @@ use super::PROVIDER_BLOCK;
 use crate::support::docker::v2_status_with_token;
 use crate::support::localocean::{unique_label, Ocean};
 use crate::support::registry_client::{make_oci_image, manifest_digest, text, Skopeo};
+pub use crate::support::ssh_pinned;
 use crate::support::tofu::Tofu;
 
 pub(super) const ADMIN_PW: &str = "admin-password-0001";
@@ -202,30 +203,6 @@ impl Fixture {
             .unwrap_or_default();
         assert!(left.is_empty(), "ssh keys left: {keys}");
     }
-}
-
-/// `ssh root@ip cmd` with `key`, accepting only the host key listed in `known_hosts`.
-pub fn ssh_pinned(
-    key: &std::path::Path,
-    known_hosts: &std::path::Path,
-    ip: &str,
-    cmd: &str,
-) -> std::process::Output {
-    std::process::Command::new("ssh")
-        .arg("-i")
-        .arg(key)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-        ])
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .arg(format!("root@{ip}"))
-        .arg(cmd)
-        .output()
-        .unwrap()
 }
 
 fn registry_body(users: &str) -> String {

@@ -116,7 +116,7 @@ fn bake(lo: &LocalOcean) -> Result<String, String> {
     // Root logs in once cloud-init has applied the user data, a moment after sshd answers.
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let out = ssh(&key, &known_hosts, &ip, &install)?;
+        let out = super::ssh_pinned(&key, &known_hosts, &ip, &install);
         if out.status.success() {
             break;
         }
@@ -166,31 +166,6 @@ fn keygen(file: &Path) -> Result<(), String> {
     st.success()
         .then_some(())
         .ok_or_else(|| "ssh-keygen failed".to_string())
-}
-
-fn ssh(
-    key: &Path,
-    known_hosts: &Path,
-    ip: &str,
-    script: &str,
-) -> Result<std::process::Output, String> {
-    Command::new("ssh")
-        .arg("-i")
-        .arg(key)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-        ])
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .arg(format!("root@{ip}"))
-        .arg(script)
-        .output()
-        .map_err(|e| format!("ssh: {e}"))
 }
 
 /// Waits (up to 10 minutes, a loaded machine's boot) for action `id` to complete.

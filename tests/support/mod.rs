@@ -11,3 +11,27 @@ pub mod pebble;
 pub mod registry_client;
 pub mod tfplugin;
 pub mod tofu;
+
+/// `ssh root@ip cmd` with `key`, accepting only the host key listed in `known_hosts`.
+pub fn ssh_pinned(
+    key: &std::path::Path,
+    known_hosts: &std::path::Path,
+    ip: &str,
+    cmd: &str,
+) -> std::process::Output {
+    std::process::Command::new("ssh")
+        .arg("-i")
+        .arg(key)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+        ])
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .arg(format!("root@{ip}"))
+        .arg(cmd)
+        .output()
+        .unwrap()
+}
