@@ -10,7 +10,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::task::JoinHandle;
 
-use super::grants::Activity;
+use super::grants::{Activity, Grants};
 use crate::faults::{Faults, SpacesFault};
 
 /// Where the forwarders look for armed faults; empty until the API registers its faults.
@@ -26,10 +26,23 @@ pub(super) fn spawn(
     target: SocketAddr,
     faults: FaultSlot,
     activity: Arc<Activity>,
+    grants: std::sync::Weak<Grants>,
 ) -> JoinHandle<()> {
     crate::net::spawn_accept_loop(listener, "Spaces forwarder", move |inbound| {
-        forward(inbound, target, faults.clone(), activity.clone())
+        forward(
+            inbound,
+            target,
+            faults.clone(),
+            activity.clone(),
+            grants.clone(),
+        )
     })
+}
+
+/// A `PUT` of a bucket itself (`/<bucket>`, no object key): a CreateBucket, or a change to a
+/// bucket's own settings. Path-style, as the S3 clients here send them.
+fn is_bucket_put(req: &Request<Incoming>) -> bool {
+    req.method() == hyper::Method::PUT && req.uri().path().trim_matches('/').split('/').count() <= 1
 }
 
 /// Serves one client connection: each request is answered by an armed fault or sent on to
@@ -39,6 +52,7 @@ async fn forward(
     target: SocketAddr,
     faults: FaultSlot,
     activity: Arc<Activity>,
+    grants: std::sync::Weak<Grants>,
 ) -> anyhow::Result<()> {
     let outbound = match tokio::net::TcpStream::connect(target).await {
         Ok(s) => s,
@@ -52,7 +66,12 @@ async fn forward(
     let (sender, upstream) = hyper::client::conn::http1::handshake(TokioIo::new(outbound)).await?;
     let sender = Arc::new(tokio::sync::Mutex::new(sender));
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (sender, faults, activity) = (sender.clone(), faults.clone(), activity.clone());
+        let (sender, faults, activity, grants) = (
+            sender.clone(),
+            faults.clone(),
+            activity.clone(),
+            grants.clone(),
+        );
         async move {
             // Grants are polled for while requests come in (a CreateBucket among them).
             activity.touch();
@@ -71,11 +90,23 @@ async fn forward(
                 }
                 return Ok::<_, hyper::Error>(resp);
             }
+            let bucket_put = is_bucket_put(&req);
             let mut sender = sender.lock().await;
             sender.ready().await?;
-            let resp = sender.send_request(req).await;
+            let resp = sender.send_request(req).await?;
             activity.touch();
-            Ok(resp?.map(|b| b.boxed()))
+            // A bucket Garage just made is named for its creating key only; Spaces names are
+            // global. It is made global (and given its keys' grants) before the client hears
+            // of it: converged later, a DeleteBucket that came between the loop's two alias
+            // changes removed only an alias and left the bucket (seen under load).
+            if bucket_put && resp.status().is_success() {
+                if let Some(g) = grants.upgrade() {
+                    if let Err(e) = g.converge().await {
+                        tracing::warn!(error = %format!("{e:#}"), "converging a new bucket's name and grants");
+                    }
+                }
+            }
+            Ok(resp.map(|b| b.boxed()))
         }
     });
     let served = hyper::server::conn::http1::Builder::new()

@@ -10,9 +10,9 @@
 //!   and `fullaccess` covers every bucket, including ones created later, but Garage attaches
 //!   permissions to existing buckets only. So the grants of every key issued here are kept
 //!   (in `grants.json`, surviving a restart) and a converge loop applies them to Garage's
-//!   buckets on every change and, while S3 requests come in, every [`RECONCILE_EVERY`], so a
-//!   bucket created later picks up its grants within that period. No bucket is ever created
-//!   on a key's behalf.
+//!   buckets on every change, on every bucket PUT that succeeds (before the client has the
+//!   answer: a new bucket is global and has its grants at once, as on Spaces) and, while S3
+//!   requests come in, every [`RECONCILE_EVERY`]. No bucket is ever created on a key's behalf.
 //! - Exposure: Garage binds its S3 API on a private loopback port. Clients reach it through
 //!   HTTP forwarders: one on `GarageOptions::s3_addr`, plus one per [`Garage::expose`] (the
 //!   droplets' bridge IP), so nothing else is opened to the bridge and `stop` can close every
@@ -113,6 +113,7 @@ impl Garage {
         ));
         tracing::info!(pid, %s3_addr, region = %opts.s3_region, "garage started");
         let faults = forward::FaultSlot::default();
+        let weak_grants = Arc::downgrade(&grants);
         Ok(Garage {
             grants,
             child: tokio::sync::Mutex::new(child),
@@ -126,6 +127,7 @@ impl Garage {
                 listen.s3,
                 faults.clone(),
                 activity.clone(),
+                weak_grants,
             )]),
             faults,
             activity,
@@ -157,6 +159,7 @@ impl Garage {
             self.garage_s3,
             self.faults.clone(),
             self.activity.clone(),
+            Arc::downgrade(&self.grants),
         );
         self.forwarders.lock().expect("poisoned").push(task);
         tracing::info!(%bound, "Spaces S3 endpoint exposed");
