@@ -458,7 +458,7 @@ pub const PACKAGES: &str = "nginx libnginx-mod-http-js docker-registry curl open
 /// The droplet's own renewal: Debian's certbot (its cryptography and josepy serve the driver).
 pub const RENEWAL_PACKAGES: &str = "certbot";
 /// DNS-01 renewal: named answers the delegated challenge name; nsupdate writes the answer.
-const NAMED_PACKAGES: &str = "bind9 bind9-dnsutils";
+pub const NAMED_PACKAGES: &str = "bind9 bind9-dnsutils";
 
 fn packages(spec: &RegistrySpec) -> String {
     let mut p = PACKAGES.to_owned();

@@ -7,8 +7,10 @@
 //! Made as a user makes one on DigitalOcean: a droplet from the stock image with the
 //! provider's own user data, the provider's packages installed the way its converge installs
 //! them (no service started by the install), a shutdown, the droplet `snapshot` action; the
-//! droplet is deleted after. Certbot is in it too (every ACME registry renews on its droplet);
-//! bind9 is not (only DNS-01 renewal needs it, and it would start on every droplet's boot).
+//! droplet is deleted after. The renewal's packages are in it too: certbot (every ACME
+//! registry renews on its droplet) and bind9, whose named is disabled in the image (the
+//! converge enables it where DNS-01 renewal needs it, and disables it elsewhere), so that it
+//! does not start on every droplet's boot.
 
 use std::path::Path;
 use std::process::Command;
@@ -16,7 +18,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use terraform_provider_docker::remote::converge::{PACKAGES, RENEWAL_PACKAGES};
+use terraform_provider_docker::remote::converge::{NAMED_PACKAGES, PACKAGES, RENEWAL_PACKAGES};
 use terraform_provider_docker::secret::Secret;
 
 use super::localocean::{unique_label, LocalOcean};
@@ -104,7 +106,8 @@ fn bake(lo: &LocalOcean) -> Result<String, String> {
            if apt-get -q -o DPkg::Lock::Timeout=300 update >/tmp/bake.log 2>&1 &&\n\
               DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300 \\\n\
                 --no-install-recommends -o Dpkg::Options::=--force-confdef \\\n\
-                -o Dpkg::Options::=--force-confold install {PACKAGES} {RENEWAL_PACKAGES} >>/tmp/bake.log 2>&1; then\n\
+                -o Dpkg::Options::=--force-confold install {PACKAGES} {RENEWAL_PACKAGES} {NAMED_PACKAGES} >>/tmp/bake.log 2>&1; then\n\
+             systemctl disable --quiet named\n\
              rm -f /usr/sbin/policy-rc.d /tmp/bake.log\n\
              exit 0\n\
            fi\n\
@@ -151,7 +154,7 @@ fn bake(lo: &LocalOcean) -> Result<String, String> {
     }
     made.droplet = None;
     eprintln!(
-        "baked image {image} ({PACKAGES} {RENEWAL_PACKAGES}) in {} s",
+        "baked image {image} ({PACKAGES} {RENEWAL_PACKAGES} {NAMED_PACKAGES}) in {} s",
         started.elapsed().as_secs()
     );
     Ok(image.to_string())
