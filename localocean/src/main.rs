@@ -580,8 +580,17 @@ async fn down(state: StateDir) -> anyhow::Result<()> {
 async fn remove_instance(state: &StateDir) -> anyhow::Result<()> {
     let state = state.clone();
     let cfg = InstanceConfig::load(&state)?;
-    if let Some(cfg) = &cfg {
-        machines::purge(&state, cfg.subnet()).await;
+    // A state dir with machines but no instance.json (one the machines were made in
+    // directly, as localocean's own machine tests do, left by a killed test): the machines'
+    // records name their slot. Removed without them, the dir's files went and its mounted
+    // roots stopped the removal, leaving machines that nothing recorded any more.
+    let subnet = cfg.as_ref().map(|c| c.subnet()).or_else(|| {
+        machines::read_records(&state)
+            .first()
+            .map(|r| net::Subnet::new(r.slot))
+    });
+    if let Some(subnet) = subnet {
+        machines::purge(&state, subnet).await;
     }
     kill_recorded(&state.services().join("apt-cacher-ng.pid"), "apt-cacher-ng");
     let garage_dir = state.services().join("garage");
@@ -591,6 +600,24 @@ async fn remove_instance(state: &StateDir) -> anyhow::Result<()> {
     if let Some(cfg) = &cfg {
         net::delete_bridge(cfg.subnet()).await;
         release_slot(&state.root, cfg.slot);
+    } else if let Some(subnet) = subnet {
+        // The slot's bridge is this dir's only if the dir holds the slot.
+        if slot_held_by(&state.root, subnet.slot) {
+            net::delete_bridge(subnet).await;
+        }
+        release_slot(&state.root, subnet.slot);
+    }
+    let mounted = sys::mounts_under(&state.root);
+    if !mounted.is_empty() {
+        anyhow::bail!(
+            "{} still has file systems mounted ({}): nothing else removed; unmount them and run down again",
+            state.root.display(),
+            mounted
+                .iter()
+                .map(|m| m.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     match std::fs::remove_dir_all(&state.root) {
         // `down` may run while a watched serve removes the same instance.
@@ -599,6 +626,14 @@ async fn remove_instance(state: &StateDir) -> anyhow::Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Whether `root` (a state dir) holds network slot `slot`.
+fn slot_held_by(root: &Path, slot: u16) -> bool {
+    let lock = Path::new(localocean::instance::SLOTS_DIR).join(format!("{slot}.lock"));
+    let owner = std::fs::read_to_string(lock).unwrap_or_default();
+    let me = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    !owner.trim().is_empty() && Path::new(owner.trim()) == me
 }
 
 async fn status(state: StateDir) -> anyhow::Result<()> {

@@ -121,6 +121,18 @@ pub async fn run_quiet<S: AsRef<OsStr>>(program: &str, args: &[S]) -> bool {
 }
 
 /// Whether `path` is a mount point (listed in /proc/self/mountinfo).
+/// The mount points at or under `root` (this process's view).
+pub fn mounts_under(root: &Path) -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| m.starts_with(root))
+        .collect()
+}
+
 pub fn is_mounted(path: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;

@@ -425,6 +425,43 @@ async fn droplet_boots_serves_ssh_runs_cloud_init_installs_packages_and_cleans_u
     assert!(!link.status.success(), "bridge {bridge} left");
 }
 
+/// `down` on a state dir the machines were made in directly (no instance.json: what a killed
+/// machines test leaves) finds the machines by their records' slot and removes them, the
+/// bridge and the slot with the dir; before, it removed the dir's files, failed on the
+/// machines' mounted roots and left them running with nothing recording them.
+#[tokio::test(flavor = "multi_thread")]
+async fn down_removes_a_dir_of_machines_without_an_instance() {
+    let mut lab = Lab::new().await;
+    let (_key, public) = keygen(lab.dir.path());
+    let id = 4_300_000 + u64::from(rand::random::<u16>());
+    lab.hv
+        .create(spec(id, &public, None))
+        .await
+        .expect("create");
+    let tr = traces(&lab, id);
+    if let Some(mut a) = lab.acng.take() {
+        a.stop().await;
+    }
+    assert!(!lab.state.config().exists(), "a lab has no instance.json");
+    let out = localocean(&lab.state.root, &["down"]);
+    assert!(
+        out.status.success(),
+        "down: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_gone(&tr);
+    assert!(!lab.state.root.exists(), "state dir left");
+    let bridge = lab.subnet.bridge_name();
+    let link = Command::new("ip")
+        .args(["link", "show", "dev", &bridge])
+        .output()
+        .unwrap();
+    assert!(!link.status.success(), "bridge {bridge} left");
+    assert!(!Path::new(localocean::instance::SLOTS_DIR)
+        .join(format!("{}.lock", lab.subnet.slot))
+        .exists());
+}
+
 /// A benchmark (scripts/bench runs it): prints the median time from create to SSH.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "benchmark: scripts/bench runs it"]
