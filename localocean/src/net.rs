@@ -392,14 +392,17 @@ where
     loop {
         match bind().await {
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 => {
-                let held_by = port_holders(addr.port()).await;
+                // The holders are listed for the first wait's log line and the final error
+                // only, not at every retry.
                 if std::time::Instant::now() >= deadline {
+                    let held_by = port_holders(addr.port()).await;
                     return Err(std::io::Error::new(
                         e.kind(),
                         format!("{e}; sockets on port {}:\n{held_by}", addr.port()),
                     ));
                 }
                 if !logged {
+                    let held_by = port_holders(addr.port()).await;
                     tracing::warn!(%addr, %held_by, "address in use; waiting for it");
                     logged = true;
                 }
@@ -461,6 +464,21 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_held_port_is_waited_for_until_its_holder_lets_go() {
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = holder.local_addr().unwrap();
+        let released = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(600));
+            drop(holder);
+        });
+        let t0 = std::time::Instant::now();
+        let bound = bind_tcp_patiently(addr).await.expect("bound once released");
+        assert_eq!(bound.local_addr().unwrap(), addr);
+        assert!(t0.elapsed() >= std::time::Duration::from_millis(500));
+        released.join().unwrap();
+    }
 
     #[test]
     fn addresses_and_names_per_slot() {
