@@ -9,6 +9,12 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// Whether a process exists and is not a zombie (exited, not yet reaped by its parent): a
 /// zombie holds no resources, so for every caller here it is gone.
+///
+/// A process is a zombie only once its last thread has ended. Its first thread (whose state
+/// /proc/<pid>/stat shows) can end first: killed while another thread finishes a disk write,
+/// or a program whose main thread returns early. Until the others end, the process keeps its
+/// files and sockets open, and `ss -p` cannot name it (the zombie's /proc/<pid>/fd is gone):
+/// seen as a port "held by nobody" seconds after a `kill -9`.
 pub fn alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;
@@ -17,10 +23,20 @@ pub fn alive(pid: i32) -> bool {
     if unsafe { libc::kill(pid, 0) } != 0 {
         return false;
     }
-    match stat_fields(pid) {
-        Some(fields) => fields.first().map(|state| *state != "Z").unwrap_or(true),
-        None => false,
-    }
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                let (_, rest) = stat.rsplit_once(')')?;
+                rest.split_whitespace()
+                    .next()
+                    .map(|state| state != "Z" && state != "X")
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// Sends `sig` to `pid`. Never to pid 0 or -1 (the caller's group, every process), which a
@@ -176,6 +192,49 @@ mod tests {
         };
         assert!(!other.alive());
         assert!(cmdline(me).iter().any(|a| a.contains("localocean")));
+    }
+
+    #[test]
+    fn a_process_whose_first_thread_ended_is_alive_while_another_holds_its_socket() {
+        // The first thread ends (pthread_exit) while a second one sleeps: the process still
+        // listens on its port, though /proc/<pid>/stat already shows a zombie.
+        let script = "import ctypes, socket, sys, threading, time\n\
+            s = socket.socket()\n\
+            s.bind(('127.0.0.1', 0))\n\
+            s.listen()\n\
+            print(s.getsockname()[1], flush=True)\n\
+            threading.Thread(target=lambda: time.sleep(3)).start()\n\
+            ctypes.CDLL(None).pthread_exit(None)\n";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let pid = child.id() as i32;
+        let mut port = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut port,
+        )
+        .unwrap();
+        let port: u16 = port.trim().parse().expect("port");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while stat_fields(pid).and_then(|f| f.first().cloned()).as_deref() != Some("Z") {
+            assert!(
+                Instant::now() < deadline,
+                "first thread of {pid} never ended"
+            );
+            std::thread::sleep(POLL);
+        }
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_err(),
+            "the port is still held"
+        );
+        assert!(alive(pid), "a zombie first thread with a live second one");
+        assert!(Identity::of(pid).is_some());
+        assert!(wait_exit_blocking(pid, Duration::from_secs(10)));
+        std::net::TcpListener::bind(("127.0.0.1", port)).expect("port free once it is gone");
+        child.wait().unwrap();
     }
 
     #[test]
