@@ -3,14 +3,24 @@
 //!
 //! Each browser has a fresh profile and a HOME of its own whose NSS database trusts the
 //! registry's CA (a real trust anchor, not ignored certificate errors), and resolves the
-//! registry's name to the droplet with `--host-resolver-rules`: the host's DNS is not touched.
+//! registry's name with `--host-resolver-rules`: the host's DNS is not touched.
+//!
+//! The browser runs in a network namespace of its own, which has only loopback (and a dummy
+//! address, so that it counts as online): the registry's name resolves to 127.0.0.1 there, and
+//! a forwarder in this process carries each connection to the droplet's port 443. Other tests
+//! add and remove namespaces, bridges and addresses on the host all the time; Chromium in the
+//! host's namespace took each as a network change and aborted requests in flight
+//! (`ERR_NETWORK_CHANGED`), which failed this test in CI three times.
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -35,6 +45,8 @@ pub struct Browser {
     stdin: ChildStdin,
     answers: mpsc::Receiver<String>,
     next_id: u64,
+    /// The browser's network namespace and its forwarder; removed on drop, after the browser.
+    netns: Option<Netns>,
     /// The profile and HOME; removed on drop, after the browser is gone.
     pub dir: tempfile::TempDir,
 }
@@ -68,12 +80,22 @@ impl Browser {
         let ca = ca.display().to_string();
         certutil(&["-A", "-d", &db, "-n", "registry-ca", "-t", "C,,", "-i", &ca]);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/browser.mjs");
-        let mut child = Command::new("node")
+        // The namespace is named after the browser's own temporary folder: unique, and found
+        // by the name a leftover would carry.
+        let name = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let netns = Netns::new(&name, ip);
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &netns.name, "node"])
             .arg(&script)
             .env("PLAYWRIGHT_CORE", playwright_core())
             .env("BROWSER_PROFILE", &profile)
             .env("BROWSER_HOME", &home)
-            .env("BROWSER_RESOLVE", format!("MAP {fqdn} {ip}"))
+            .env("BROWSER_RESOLVE", format!("MAP {fqdn} 127.0.0.1"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -92,6 +114,7 @@ impl Browser {
             stdin,
             answers,
             next_id: 0,
+            netns: Some(netns),
             dir,
         }
     }
@@ -178,7 +201,7 @@ impl Drop for Browser {
         // makes playwright kill the browser's process group before exiting. Both by pid.
         let _ = writeln!(self.stdin, "{}", json!({"id": 0, "op": "quit"}));
         let _ = self.stdin.flush();
-        for signal in [None, Some("-TERM"), Some("-KILL")] {
+        'ended: for signal in [None, Some("-TERM"), Some("-KILL")] {
             if let Some(sig) = signal {
                 let _ = Command::new("kill")
                     .args([sig, &self.child.id().to_string()])
@@ -186,10 +209,119 @@ impl Drop for Browser {
             }
             for _ in 0..100 {
                 if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
+                    break 'ended;
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+        // The namespace after the browser: nothing runs in it any more.
+        self.netns.take();
     }
+}
+
+/// A network namespace of the browser's own (`ip netns add`, by its own name) whose
+/// 127.0.0.1:443 this process forwards to `target`:443 on the host.
+struct Netns {
+    name: String,
+    stop: Arc<AtomicBool>,
+    forwarder: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Netns {
+    fn new(name: &str, target: &str) -> Self {
+        let name = name.to_owned();
+        ip(&["netns", "add", &name]);
+        // From here on, drop removes the namespace whatever fails next.
+        let mut ns = Netns {
+            name,
+            stop: Arc::new(AtomicBool::new(false)),
+            forwarder: None,
+        };
+        // An address besides loopback (with none, Chromium counts itself offline), on a veth
+        // pair with both ends inside (this host has no dummy links).
+        let name = ns.name.clone();
+        let inside = |args: &[&str]| ip(&[&["-n", name.as_str()], args].concat());
+        inside(&["link", "set", "lo", "up"]);
+        inside(&[
+            "link", "add", "online0", "type", "veth", "peer", "name", "online1",
+        ]);
+        inside(&["address", "add", "198.19.255.254/32", "dev", "online0"]);
+        inside(&["link", "set", "online1", "up"]);
+        inside(&["link", "set", "online0", "up"]);
+        let listener = listen_inside(&ns.name);
+        listener.set_nonblocking(true).unwrap();
+        let (stop, target) = (ns.stop.clone(), format!("{target}:443"));
+        ns.forwarder = Some(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((inbound, _)) => {
+                        let target = target.clone();
+                        std::thread::spawn(move || relay(inbound, &target));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => panic!("browser forwarder: accept: {e}"),
+                }
+            }
+        }));
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(f) = self.forwarder.take() {
+            let _ = f.join();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("running ip (iproute2; scripts/setup installs it)");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A listener on 127.0.0.1:443 inside the namespace `name`: made on a thread that enters the
+/// namespace and then ends (a socket stays in the namespace it was made in; connections the
+/// forwarder makes later, from this process's own threads, start on the host).
+fn listen_inside(name: &str) -> TcpListener {
+    let path = format!("/run/netns/{name}");
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: setns on this thread only, with a namespace file we hold open.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        TcpListener::bind("127.0.0.1:443").expect("port 443 in the browser's namespace")
+    })
+    .join()
+    .expect("entering the browser's namespace")
+}
+
+/// Carries one connection both ways until either side closes.
+fn relay(inbound: TcpStream, target: &str) {
+    let Ok(outbound) = TcpStream::connect(target) else {
+        return;
+    };
+    inbound.set_nonblocking(false).ok();
+    let (mut in_r, mut out_w) = (inbound.try_clone().unwrap(), outbound.try_clone().unwrap());
+    let upload = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut in_r, &mut out_w);
+        let _ = out_w.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut out_r, mut in_w) = (outbound, inbound);
+    let _ = std::io::copy(&mut out_r, &mut in_w);
+    let _ = in_w.shutdown(std::net::Shutdown::Write);
+    let _ = upload.join();
 }
