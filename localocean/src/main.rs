@@ -473,40 +473,19 @@ async fn up(
     }
     let ready = match (running, read_ready(&state)) {
         (Some(pid), Some(r)) if r.pid as i32 == pid && healthy(&r).await => r,
-        (Some(pid), _) => wait_ready(&state, pid, timeout).await?,
-        (None, _) => {
-            std::fs::create_dir_all(&state.root)?;
-            let _ = std::fs::remove_file(state.ready());
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(state.log())?;
-            let mut cmd = std::process::Command::new(self_exe()?);
-            cmd.arg("serve").arg("--state-dir").arg(&state.root);
-            if let Some(pid) = exit_with {
-                cmd.arg("--exit-with").arg(pid.to_string());
+        (Some(pid), _) => {
+            match wait_ready(&state, pid, timeout).await {
+                Ok(r) => r,
+                // It was ending as this command found it (killed, or stopping): once it has let go
+                // of its ports and files, a new one starts.
+                Err(e) if !process::alive(pid) => {
+                    eprintln!("localocean serve ({pid}) ended while starting up ({e:#}); starting it again");
+                    start_serve(&state, exit_with, timeout).await?
+                }
+                Err(e) => return Err(e),
             }
-            cmd.stdin(std::process::Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log);
-            // Its own session: it must outlive this command and the terminal.
-            use std::os::unix::process::CommandExt;
-            // SAFETY: setsid is async-signal-safe and touches no memory.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::setsid();
-                    Ok(())
-                });
-            }
-            let child = cmd.spawn().context("starting localocean serve")?;
-            let pid = child.id() as i32;
-            // Reap it if it dies early, so pid_alive sees it go.
-            std::thread::spawn(move || {
-                let mut child = child;
-                let _ = child.wait();
-            });
-            wait_ready(&state, pid, timeout).await?
         }
+        (None, _) => start_serve(&state, exit_with, timeout).await?,
     };
     if json {
         println!(
@@ -527,6 +506,45 @@ async fn up(
         println!("S3:    {}", ready.s3_url);
     }
     Ok(())
+}
+
+/// Starts `localocean serve` for `state` in a session of its own and waits until it is ready.
+async fn start_serve(
+    state: &StateDir,
+    exit_with: Option<i32>,
+    timeout: Duration,
+) -> anyhow::Result<Ready> {
+    std::fs::create_dir_all(&state.root)?;
+    let _ = std::fs::remove_file(state.ready());
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state.log())?;
+    let mut cmd = std::process::Command::new(self_exe()?);
+    cmd.arg("serve").arg("--state-dir").arg(&state.root);
+    if let Some(pid) = exit_with {
+        cmd.arg("--exit-with").arg(pid.to_string());
+    }
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // Its own session: it must outlive this command and the terminal.
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().context("starting localocean serve")?;
+    let pid = child.id() as i32;
+    // Reap it if it dies early, so pid_alive sees it go.
+    std::thread::spawn(move || {
+        let mut child = child;
+        let _ = child.wait();
+    });
+    wait_ready(state, pid, timeout).await
 }
 
 async fn wait_ready(state: &StateDir, pid: i32, timeout: Duration) -> anyhow::Result<Ready> {

@@ -67,7 +67,23 @@ pub fn read_pid_file(path: &Path) -> Option<i32> {
 
 /// The process's command line, one entry per argument; empty when it is gone.
 pub fn cmdline(pid: i32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
+    let own = read_cmdline(&format!("/proc/{pid}/cmdline"));
+    if !own.is_empty() {
+        return own;
+    }
+    // A process whose first thread has ended (see `alive`) shows its command line only
+    // through the threads it still runs.
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|task| read_cmdline(&task.path().join("cmdline").to_string_lossy()))
+        .find(|args| !args.is_empty())
+        .unwrap_or_default()
+}
+
+fn read_cmdline(path: &str) -> Vec<String> {
+    std::fs::read(path)
         .map(|raw| {
             raw.split(|b| *b == 0)
                 .filter(|a| !a.is_empty())
@@ -231,6 +247,11 @@ mod tests {
             "the port is still held"
         );
         assert!(alive(pid), "a zombie first thread with a live second one");
+        assert!(
+            cmdline(pid).first().is_some_and(|a| a.ends_with("python3")),
+            "{:?}",
+            cmdline(pid)
+        );
         assert!(Identity::of(pid).is_some());
         assert!(wait_exit_blocking(pid, Duration::from_secs(10)));
         std::net::TcpListener::bind(("127.0.0.1", port)).expect("port free once it is gone");

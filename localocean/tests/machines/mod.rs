@@ -539,8 +539,9 @@ async fn up_restart_and_down_after_crash_leave_nothing() {
         };
         let first = hv_pid(&sd);
 
+        // `up` at once: it finds the killed serve still ending (its threads let go of its
+        // ports and files last), waits for it and starts a new one.
         process::signal(serve_pid(&sd), libc::SIGKILL);
-        std::thread::sleep(Duration::from_millis(300));
         assert_eq!(up_json(&state), ready, "same instance after a crash");
         assert_eq!(hv_pid(&sd), first, "running machine adopted, not restarted");
         assert_eq!(ssh_ok(&key, ip, "hostname").trim(), "tf-acc-test-up");
