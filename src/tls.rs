@@ -87,6 +87,8 @@ pub fn self_signed(
 #[derive(Clone, Debug)]
 pub struct LeafInfo {
     pub dns_names: Vec<String>,
+    /// The addresses it names (IP SANs).
+    pub ip_addresses: Vec<std::net::IpAddr>,
     pub not_after: OffsetDateTime,
     pub spki_der: Vec<u8>,
     pub der: Vec<u8>,
@@ -99,15 +101,27 @@ pub fn leaf_info(chain_pem: &str) -> Result<LeafInfo, TlsError> {
         .parse_x509()
         .map_err(|e| TlsError::Invalid(format!("the certificate does not parse: {e}")))?;
     let mut dns_names = Vec::new();
+    let mut ip_addresses = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for n in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
-                dns_names.push(d.to_ascii_lowercase());
+            match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => {
+                    dns_names.push(d.to_ascii_lowercase())
+                }
+                x509_parser::extensions::GeneralName::IPAddress(raw) => {
+                    if let Ok(v4) = <[u8; 4]>::try_from(*raw) {
+                        ip_addresses.push(std::net::IpAddr::from(v4));
+                    } else if let Ok(v6) = <[u8; 16]>::try_from(*raw) {
+                        ip_addresses.push(std::net::IpAddr::from(v6));
+                    }
+                }
+                _ => {}
             }
         }
     }
     Ok(LeafInfo {
         dns_names,
+        ip_addresses,
         not_after: cert.validity().not_after.to_datetime(),
         spki_der: cert.public_key().raw.to_vec(),
         der: pem.contents.clone(),

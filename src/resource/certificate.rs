@@ -58,11 +58,16 @@ fn issue_locally(st: &mut RegistryState, m: &Model) -> Result<()> {
             not_after: info.not_after,
         }
     } else {
-        let ips: Vec<IpAddr> = [known(&st.ipv4_address), known(&st.ipv6_address)]
-            .into_iter()
-            .flatten()
-            .filter_map(|ip| ip.parse().ok())
-            .collect();
+        // The reserved IP first: clients that reach the registry by address use it.
+        let ips: Vec<IpAddr> = [
+            known(&st.reserved_ip_address),
+            known(&st.ipv4_address),
+            known(&st.ipv6_address),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
         let ca_cert = known(&st.ca_certificate_pem).map(str::to_owned);
         let ca_key = secret_of(&st.ca_private_key_pem);
         let existing = match (&ca_cert, &ca_key) {
@@ -557,6 +562,25 @@ pub fn adoptable(
 
 /// Whether the `tls` block changed in a way that needs a new certificate: who renews, and
 /// how often the droplet looks, do not.
+/// Plan: a self-signed certificate names the registry's reserved IP (clients that reach the
+/// registry by address check it), so turning `reserved_ip` on or off issues it again, as does
+/// one issued before it named the reserved IP.
+pub fn self_signed_addresses_changed(prior: &RegistryState, st: &RegistryState, m: &Model) -> bool {
+    if m.tls.source != TlsSource::SelfSigned {
+        return false;
+    }
+    if prior.reserved_ip_address != st.reserved_ip_address {
+        return true;
+    }
+    let (Some(ip), Some(pem)) = (
+        known(&st.reserved_ip_address).and_then(|ip| ip.parse::<IpAddr>().ok()),
+        known(&prior.certificate_pem),
+    ) else {
+        return false;
+    };
+    tls::leaf_info(pem).is_ok_and(|leaf| !leaf.ip_addresses.contains(&ip))
+}
+
 pub fn certificate_inputs_changed(prior: &RegistryState, st: &RegistryState) -> bool {
     let strip = |s: &RegistryState| {
         s.tls.as_ref_option().cloned().map(|mut t| {

@@ -525,6 +525,12 @@ pub fn plan_update(
             st.caa_record_id = Value::Unknown;
         }
     }
+    if !tls_changed && certificate::self_signed_addresses_changed(prior, &st, &m) {
+        // The same private CA signs the new one: clients that trust it keep trusting.
+        st.certificate_pem = Value::Unknown;
+        st.certificate_not_after = Value::Unknown;
+        st.tls_private_key_pem = Value::Unknown;
+    }
     // Drift: compare what the droplet holds (as read) with what it must hold.
     st.files_digest = match expected_digests(&st, &m) {
         Some(expected) => Value::Value(expected.into_iter().map(|(k, v)| (k, s(v))).collect()),

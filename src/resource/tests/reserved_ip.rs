@@ -12,6 +12,16 @@ fn with_reserved_ip(mut c: RegistryState) -> RegistryState {
     c
 }
 
+/// The addresses a certificate chain's leaf names.
+fn cert_ips(st: &RegistryState) -> Vec<String> {
+    crate::tls::leaf_info(text(&st.certificate_pem))
+        .expect("a certificate")
+        .ip_addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
 impl World {
     async fn reserved_ip(&self, ip: &str) -> Option<do_api::ReservedIp> {
         self.client()
@@ -39,6 +49,7 @@ async fn create_points_the_record_at_the_reserved_ip_and_destroy_deletes_it() {
         "the droplet's own address"
     );
     assert_eq!(w.record_data(&st).await.as_deref(), Some(RESERVED));
+    assert_eq!(cert_ips(&st), [RESERVED, FIRST_IP], "self-signed SANs");
     let rip = w.reserved_ip(RESERVED).await.expect("reserved IP exists");
     assert_eq!(rip.droplet_id(), Some(id));
     assert!(w
@@ -192,6 +203,11 @@ async fn turning_reserved_ip_on_and_off_moves_the_record_in_place() {
     assert!(replace.is_empty());
     assert!(planned.reserved_ip_address.is_unknown());
     assert_eq!(planned.droplet_id, prior.droplet_id, "no new droplet");
+    assert!(planned.certificate_pem.is_unknown(), "SANs change");
+    assert_eq!(
+        planned.ca_certificate_pem, prior.ca_certificate_pem,
+        "same CA"
+    );
 
     let on = w
         .updated(&prior, |st| st.reserved_ip = Value::Value(true))
@@ -209,14 +225,32 @@ async fn turning_reserved_ip_on_and_off_moves_the_record_in_place() {
         Some(RESERVED)
     );
 
+    assert_eq!(cert_ips(&on), [RESERVED, FIRST_IP]);
+    assert_eq!(on.ca_certificate_pem, prior.ca_certificate_pem, "same CA");
+
     // Read keeps it; a plan with nothing changed changes nothing about it.
     let (read, _) = w.read(&on).await;
     assert_eq!(read.unwrap().reserved_ip_address, on.reserved_ip_address);
+    let (same, d) = w.plan_update(&on, |_| {}).await;
+    let (same, _) = same.unwrap_or_else(|| panic!("{d:?}"));
+    assert_eq!(
+        same.certificate_pem, on.certificate_pem,
+        "no new certificate"
+    );
+    // A certificate issued before it named the reserved IP is issued again, by the same CA.
+    let mut older = on.clone();
+    older.certificate_pem = prior.certificate_pem.clone();
+    let (again, d) = w.plan_update(&older, |_| {}).await;
+    let (again, _) = again.unwrap_or_else(|| panic!("{d:?}"));
+    assert!(again.certificate_pem.is_unknown());
+    assert_eq!(again.ca_certificate_pem, on.ca_certificate_pem);
 
     let off = w
         .updated(&on, |st| st.reserved_ip = Value::Value(false))
         .await;
     assert!(off.reserved_ip_address.is_null());
+    assert_eq!(cert_ips(&off), [FIRST_IP]);
+    assert_eq!(off.ca_certificate_pem, prior.ca_certificate_pem);
     assert_eq!(w.record_data(&off).await.as_deref(), Some(FIRST_IP));
     assert!(w.reserved_ip(RESERVED).await.is_none(), "deleted");
     assert_eq!(droplet_id(&off), id);
