@@ -27,10 +27,11 @@ pub async fn read(
 ) -> Option<RegistryState> {
     let client = &env.client;
     forget_deleted_retirees(diags, env, &mut st).await;
+    let mut reserved = None;
     if let Some(ip) = known(&st.reserved_ip_address).map(str::to_owned) {
         // A reserved IP deleted by hand: the next plan makes another (see `plan_reserved_ip`).
         match client.get_reserved_ip(&ip).await {
-            Ok(Some(_)) => {}
+            Ok(Some(r)) => reserved = Some(r),
             Ok(None) => st.reserved_ip_address = Value::Null,
             Err(e) => diag::warning(diags, format!("Reading reserved IP ({ip})"), &e.into()),
         }
@@ -49,6 +50,9 @@ pub async fn read(
             return None;
         }
     };
+    if let Some(r) = reserved.filter(|r| r.droplet_id() != Some(id)) {
+        reserved_ip_moved(diags, &mut st, &r, id);
+    }
     st.ipv4_address = droplet.public_ipv4().map(s).unwrap_or(Value::Null);
     st.ipv6_address = droplet.public_ipv6().map(s).unwrap_or(Value::Null);
     st.name = s(droplet.name.clone());
@@ -170,6 +174,27 @@ fn take_gc_status(st: &mut RegistryState, output: &str) {
         st.garbage_collection_last_run = s(status.finished_at);
         st.garbage_collection_freed_bytes = status.freed_bytes.map_or(Value::Null, Value::Value);
     }
+}
+
+/// The reserved IP is on another droplet, or on none (moved by hand): the registry's name
+/// leads elsewhere. Read says `reserved_ip = false`, so the plan shows it turning on again,
+/// and apply assigns the same address back (see `network::ensure_reserved_ip`).
+fn reserved_ip_moved(
+    diags: &mut Diagnostics,
+    st: &mut RegistryState,
+    r: &crate::do_api::ReservedIp,
+    id: u64,
+) {
+    let now = match r.droplet_id() {
+        Some(other) => format!("on droplet {other}"),
+        None => "assigned to no droplet".to_owned(),
+    };
+    tracing::warn!(ip = %r.ip, droplet = id, "reserved IP is not on the registry's droplet");
+    diags.root_warning(
+        format!("Reserved IP ({}) is not on the registry's droplet", r.ip),
+        format!("The registry's reserved IP {} is {now}, not on the registry's droplet ({id}) (moved outside Terraform?): clients that resolve the registry's name do not reach the registry. The next apply assigns it back to the registry's droplet.", r.ip),
+    );
+    st.reserved_ip = Value::Value(false);
 }
 
 /// The droplet is gone (deleted by hand, or by DigitalOcean): the registry's other parts stay

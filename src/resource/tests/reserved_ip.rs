@@ -274,3 +274,45 @@ async fn a_reserved_ip_deleted_by_hand_is_made_again_by_the_next_apply() {
         Some(droplet_id(&st))
     );
 }
+
+#[tokio::test]
+async fn a_reserved_ip_moved_by_hand_shows_in_the_plan_and_apply_assigns_it_back() {
+    let w = World::start().await;
+    let prior = w.created(with_reserved_ip(config("reg"))).await;
+    let id = droplet_id(&prior);
+    w.client().unassign_reserved_ip(RESERVED).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(w.reserved_ip(RESERVED).await.unwrap().droplet_id(), None);
+
+    let (read, d) = w.read(&prior).await;
+    let read = read.unwrap();
+    assert_eq!(
+        summaries(&d.warnings),
+        [format!(
+            "Reserved IP ({RESERVED}) is not on the registry's droplet"
+        )]
+    );
+    assert_eq!(read.reserved_ip, Value::Value(false), "as it is");
+    assert_eq!(read.reserved_ip_address, prior.reserved_ip_address, "kept");
+
+    // The configuration still says `reserved_ip = true`: the plan turns it on again, with
+    // the same address, no new certificate and no replacement.
+    let as_configured = |st: &mut RegistryState| st.reserved_ip = Value::Value(true);
+    let (planned, d) = w.plan_update(&read, as_configured).await;
+    let (planned, replace) = planned.unwrap_or_else(|| panic!("{d:?}"));
+    assert!(replace.is_empty());
+    assert_eq!(planned.reserved_ip, Value::Value(true));
+    assert_eq!(planned.reserved_ip_address, prior.reserved_ip_address);
+    assert_eq!(planned.certificate_pem, prior.certificate_pem);
+
+    let st = w.updated(&read, as_configured).await;
+    assert_eq!(st.reserved_ip_address, prior.reserved_ip_address);
+    assert_eq!(
+        w.reserved_ip(RESERVED).await.unwrap().droplet_id(),
+        Some(id)
+    );
+    assert_eq!(w.record_data(&st).await.as_deref(), Some(RESERVED));
+    let (again, d) = w.read(&st).await;
+    assert!(d.warnings.is_empty(), "{d:?}");
+    assert_eq!(again.unwrap().reserved_ip, Value::Value(true));
+}
