@@ -61,6 +61,11 @@ impl StorageFixture {
     }
 
     pub(super) fn config(&self, generation: u32, storage: &str) {
+        self.config_with(generation, storage, "");
+    }
+
+    /// [`StorageFixture::config`] with more of the resource's body (`extra`, whole blocks).
+    pub(super) fn config_with(&self, generation: u32, storage: &str, extra: &str) {
         let mut provider = format!(
             "  token = \"{}\"\n  api_endpoint = \"{}\"\n",
             self.lo.token, self.lo.api_url
@@ -85,7 +90,7 @@ resource "docker_registry" "r" {{
   storage {{
 {storage}
   }}
-}}
+{extra}}}
 "#,
             self.name, self.fqdn
         );
@@ -111,10 +116,15 @@ resource "docker_registry" "r" {{
 
     /// Pushes an image and returns (reference by digest, tag reference).
     pub(super) fn push(&self, size: usize) -> (String, String) {
+        self.push_as("acc/kept", size)
+    }
+
+    /// [`StorageFixture::push`] to `repository` (tag `1`).
+    pub(super) fn push_as(&self, repository: &str, size: usize) -> (String, String) {
         let work = tempfile::tempdir().unwrap();
         make_oci_image(&work.path().join("img"), size);
         let sk = self.skopeo();
-        let tag = format!("{}/acc/kept:1", self.fqdn);
+        let tag = format!("{}/{repository}:1", self.fqdn);
         let out = sk.push(
             &work.path().join("img"),
             &tag,
@@ -122,7 +132,7 @@ resource "docker_registry" "r" {{
         );
         assert!(out.status.success(), "push: {}", text(&out));
         (
-            format!("{}/acc/kept@{}", self.fqdn, sk.pushed_digest()),
+            format!("{}/{repository}@{}", self.fqdn, sk.pushed_digest()),
             tag,
         )
     }
@@ -534,6 +544,44 @@ fn spaces_bucket_keeps_images_across_a_droplet_replacement_under_pulls() {
     assert_ne!(v2["droplet_id"], v1["droplet_id"]);
     fx.pull(&by_digest);
 
+    // Garbage collection on Spaces: an image deleted by digest, one collection asked for
+    // through the plan; its blobs leave the bucket, the kept image still pulls by digest.
+    let (gone, _) = fx.push_as("acc/gone", 512 * 1024);
+    let sk = fx.skopeo();
+    let out = sk.run(&[
+        "delete",
+        &format!("--cert-dir={}", sk.cert_dir.display()),
+        &format!("--creds=admin:{ADMIN_PW}"),
+        &format!("docker://{gone}"),
+    ]);
+    assert!(out.status.success(), "delete as admin: {}", text(&out));
+    let before = rt.block_on(provider_s3.usage(&bucket)).unwrap().bytes;
+    let collect =
+        "  garbage_collection {\n    schedule = \"2099-01-01 03:00:00\"\n    run      = 1\n  }\n";
+    fx.config_with(2, &storage(false), collect);
+    let (ok, out) = fx.apply_logged("collect.log");
+    assert!(ok, "apply with a collection: {out}\n{}", fx.lo.log_tail());
+    let after = rt.block_on(provider_s3.usage(&bucket)).unwrap().bytes;
+    eprintln!("spaces collection: bucket {before} -> {after} bytes");
+    assert!(
+        before.saturating_sub(after) >= 512 * 1024 * 9 / 10,
+        "the collection freed {} bytes of a 512 KiB layer ({before} -> {after})",
+        before.saturating_sub(after)
+    );
+    let v3 = fx.values();
+    assert!(
+        v3["garbage_collection_last_run"].is_string(),
+        "no last run: {v3}"
+    );
+    fx.pull(&by_digest);
+    let work = tempfile::tempdir().unwrap();
+    let out = sk.pull(
+        &gone,
+        &work.path().join("gone"),
+        Some(&format!("admin:{ADMIN_PW}")),
+    );
+    assert!(!out.status.success(), "the deleted image still pulls");
+
     let (ok, out) = fx.destroy();
     assert!(
         !ok,
@@ -543,7 +591,7 @@ fn spaces_bucket_keeps_images_across_a_droplet_replacement_under_pulls() {
         rt.block_on(provider_s3.usage(&bucket)).unwrap().objects > 0,
         "the images are gone"
     );
-    fx.config(2, &storage(true));
+    fx.config_with(2, &storage(true), collect);
     let (ok, out) = fx.apply_logged("force.log");
     assert!(ok, "{out}");
     // The forced destroy empties and deletes the bucket through another storm.
