@@ -375,17 +375,48 @@ fn volume_keeps_images_across_a_droplet_replacement_and_destroy_needs_force() {
     let v3 = fx.values();
     assert_eq!(v3["droplet_id"], v2["droplet_id"]);
     assert_eq!(v3["volume_id"].as_str(), Some(volume_id.as_str()));
+    // While SSH is still refused (HTTPS is not): an image pushed and deleted by digest, for
+    // the collection below.
+    let (gone, _) = fx.push_as("acc/gone", 512 * 1024);
+    let sk = fx.skopeo();
+    let out = sk.run(&[
+        "delete",
+        &format!("--cert-dir={}", sk.cert_dir.display()),
+        &format!("--creds=admin:{ADMIN_PW}"),
+        &format!("docker://{gone}"),
+    ]);
+    assert!(out.status.success(), "delete as admin: {}", text(&out));
     if let Some(left) = refusal.checked_sub(refused_at.elapsed()) {
         std::thread::sleep(left + Duration::from_secs(2));
     }
     fx.pull(&by_digest);
 
-    fx.config(
+    // Garbage collection on a volume, asked for through the plan with force_destroy: the
+    // deleted image's layer freed on the volume, the kept image still pulls by digest.
+    fx.config_with(
         2,
         "    backend  = \"volume\"\n    size_gib = 1\n    force_destroy = true",
+        "  garbage_collection {\n    schedule = \"2099-01-01 03:00:00\"\n    run      = 1\n  }\n",
     );
     let (ok, out) = fx.apply_logged("force.log");
     assert!(ok, "{out}");
+    let v4 = fx.values();
+    let freed = v4["garbage_collection_freed_bytes"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no freed bytes: {v4}"));
+    eprintln!("volume collection: {freed} bytes freed");
+    assert!(
+        (512 * 1024 * 9 / 10..=512 * 1024 + 1024 * 1024).contains(&freed),
+        "freed {freed} bytes for a 512 KiB layer"
+    );
+    fx.pull(&by_digest);
+    let work = tempfile::tempdir().unwrap();
+    let out = sk.pull(
+        &gone,
+        &work.path().join("gone"),
+        Some(&format!("admin:{ADMIN_PW}")),
+    );
+    assert!(!out.status.success(), "the deleted image still pulls");
     let (ok, out) = fx.destroy();
     assert!(ok, "destroy with force_destroy: {out}");
     assert!(fx.droplets().is_empty());
