@@ -4,19 +4,18 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::task::JoinHandle;
 
 use super::grants::{Activity, Grants};
+use super::versioning::{box_err, Body, Upstream, Versioning};
 use crate::faults::{Faults, SpacesFault};
 
 /// Where the forwarders look for armed faults; empty until the API registers its faults.
 pub(super) type FaultSlot = Arc<RwLock<Option<Arc<Faults>>>>;
-
-type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Forwards every connection accepted on `listener` to `target`, request by request over a
 /// connection of its own to Garage. Connection tasks live in the accept loop's set, so
@@ -27,6 +26,7 @@ pub(super) fn spawn(
     faults: FaultSlot,
     activity: Arc<Activity>,
     grants: std::sync::Weak<Grants>,
+    versioning: Arc<Versioning>,
 ) -> JoinHandle<()> {
     crate::net::spawn_accept_loop(listener, "Spaces forwarder", move |inbound| {
         forward(
@@ -35,6 +35,7 @@ pub(super) fn spawn(
             faults.clone(),
             activity.clone(),
             grants.clone(),
+            versioning.clone(),
         )
     })
 }
@@ -53,6 +54,7 @@ async fn forward(
     faults: FaultSlot,
     activity: Arc<Activity>,
     grants: std::sync::Weak<Grants>,
+    versioning: Arc<Versioning>,
 ) -> anyhow::Result<()> {
     let outbound = match tokio::net::TcpStream::connect(target).await {
         Ok(s) => s,
@@ -64,13 +66,14 @@ async fn forward(
     outbound.set_nodelay(true).ok();
     inbound.set_nodelay(true).ok();
     let (sender, upstream) = hyper::client::conn::http1::handshake(TokioIo::new(outbound)).await?;
-    let sender = Arc::new(tokio::sync::Mutex::new(sender));
+    let sender = Arc::new(Upstream(tokio::sync::Mutex::new(sender)));
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (sender, faults, activity, grants) = (
+        let (sender, faults, activity, grants, versioning) = (
             sender.clone(),
             faults.clone(),
             activity.clone(),
             grants.clone(),
+            versioning.clone(),
         );
         async move {
             // Grants are polled for while requests come in (a CreateBucket among them).
@@ -91,9 +94,8 @@ async fn forward(
                 return Ok::<_, hyper::Error>(resp);
             }
             let bucket_put = is_bucket_put(&req);
-            let mut sender = sender.lock().await;
-            sender.ready().await?;
-            let resp = sender.send_request(req).await?;
+            let req = req.map(|b| b.map_err(box_err).boxed());
+            let resp = versioning.route_owned(req, sender.clone()).await?;
             activity.touch();
             // A bucket Garage just made is named for its creating key only; Spaces names are
             // global. It is made global (and given its keys' grants) before the client hears
@@ -106,7 +108,7 @@ async fn forward(
                     }
                 }
             }
-            Ok(resp.map(|b| b.boxed()))
+            Ok(resp)
         }
     });
     let served = hyper::server::conn::http1::Builder::new()

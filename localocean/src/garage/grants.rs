@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::admin::{AdminClient, BucketInfo, GarageError};
+use super::versioning::is_hidden;
 use super::write_private;
 use crate::spaces::Grant;
 
@@ -75,6 +76,8 @@ pub(super) struct Grants {
     file: PathBuf,
     /// Serialises converge runs so the background loop and an API call never interleave.
     converge_lock: tokio::sync::Mutex<()>,
+    /// localocean's version-store key: the only one with access to the hidden version stores.
+    store_key: Mutex<Option<String>>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -141,6 +144,15 @@ impl Perms {
     fn any(self) -> bool {
         self.read || self.write || self.owner
     }
+    pub(super) fn can_read(self) -> bool {
+        self.read
+    }
+    pub(super) fn can_write(self) -> bool {
+        self.write
+    }
+    pub(super) fn is_owner(self) -> bool {
+        self.owner
+    }
 }
 
 impl Grants {
@@ -156,6 +168,7 @@ impl Grants {
             desired: Mutex::new(desired),
             file,
             converge_lock: tokio::sync::Mutex::new(()),
+            store_key: Mutex::new(None),
         })
     }
 
@@ -163,6 +176,19 @@ impl Grants {
         let mut desired = self.desired.lock().expect("poisoned");
         desired.insert(access_key.to_string(), grants);
         self.persist(&desired)
+    }
+
+    pub(super) fn set_store_key(&self, access_key: &str) {
+        *self.store_key.lock().expect("poisoned") = Some(access_key.to_string());
+    }
+
+    /// What the key's grants give it on `bucket` (nothing for a key not issued here).
+    pub(super) fn perms_of(&self, access_key: &str, bucket: &str) -> Perms {
+        let desired = self.desired.lock().expect("poisoned");
+        match desired.get(access_key) {
+            Some(kg) if !is_hidden(bucket) => perms_for(&kg.grants, &[bucket.to_string()]),
+            _ => Perms::NONE,
+        }
     }
 
     pub(super) fn remove_desired(&self, access_key: &str) -> anyhow::Result<()> {
@@ -181,6 +207,7 @@ impl Grants {
     pub(super) async fn converge(&self) -> anyhow::Result<()> {
         let _guard = self.converge_lock.lock().await;
         let desired = self.desired.lock().expect("poisoned").clone();
+        let store_key = self.store_key.lock().expect("poisoned").clone();
         let mut buckets: Vec<BucketInfo> = self.admin.get("ListBucketsInfo", &[]).await?;
         for bucket in &mut buckets {
             self.globalise_aliases(bucket).await?;
@@ -190,7 +217,16 @@ impl Grants {
                 .map(|k| (k.access_key_id.as_str(), k.permissions))
                 .collect();
             for (key, kg) in &desired {
-                let want = perms_for(&kg.grants, &bucket.global_aliases);
+                // A version store is localocean's alone, whatever a key's grants say.
+                let want = if bucket.global_aliases.iter().any(|a| is_hidden(a)) {
+                    if store_key.as_deref() == Some(key.as_str()) {
+                        Perms::ALL
+                    } else {
+                        Perms::NONE
+                    }
+                } else {
+                    perms_for(&kg.grants, &bucket.global_aliases)
+                };
                 let has = have.get(key.as_str()).copied().unwrap_or_default();
                 let add = want.minus(has);
                 let remove = has.minus(want);

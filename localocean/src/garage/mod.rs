@@ -18,11 +18,18 @@
 //!   droplets' bridge IP), so nothing else is opened to the bridge and `stop` can close every
 //!   client connection at once (Garage would otherwise wait 10 s for idle keep-alives). They
 //!   read each request, so the API's `spaces` faults answer there ([`Garage::set_faults`]).
+//! - Versioning: Garage has none, so the forwarders add S3 bucket versioning (`versioning`):
+//!   records here, noncurrent versions in a hidden bucket per versioned bucket that only
+//!   localocean's own key reaches, and the version requests answered (and authenticated,
+//!   `sigv4`) here. Unversioned buckets are served by Garage exactly as before.
 
 mod admin;
 mod forward;
 mod grants;
 mod process;
+pub mod sigv4;
+mod versioning;
+mod versions;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -45,6 +52,8 @@ pub use grants::{QUIET_FOR, RECONCILE_EVERY};
 pub use process::{garage_bin, kill_stale, pid_file};
 
 const ADMIN_KEY_NAME: &str = "localocean-spaces-admin";
+/// The key localocean copies versions with: the only one that reaches the version stores.
+const STORE_KEY_NAME: &str = "localocean-version-store";
 
 /// How to run Garage.
 #[derive(Clone, Debug)]
@@ -80,6 +89,8 @@ pub struct Garage {
     faults: forward::FaultSlot,
     /// When the forwarders last saw a request: the converge loop polls only then.
     activity: Arc<Activity>,
+    versioning: Arc<versioning::Versioning>,
+    sweeper: JoinHandle<()>,
 }
 
 impl Garage {
@@ -106,6 +117,20 @@ impl Garage {
         process::wait_serving(&admin, &mut child, &dir).await?;
 
         let grants = Arc::new(Grants::load(admin, dir.join("grants.json"))?);
+        // The version stores' key is not the provider's (`admin_s3_key`): a ListBuckets with
+        // that one must not show them.
+        let store_key = ensure_own_key(&grants, &dir, STORE_KEY_NAME, "versions-key.json")
+            .await
+            .context("issuing localocean's version-store key")?;
+        grants.set_store_key(&store_key.access_key);
+        let versioning = Arc::new(versioning::Versioning::load(
+            dir.join("versions.json"),
+            Arc::downgrade(&grants),
+            listen.s3,
+            &opts.s3_region,
+            store_key,
+        )?);
+        let sweeper = tokio::spawn(versioning::sweep_loop(Arc::downgrade(&versioning)));
         let activity = Arc::new(Activity::new());
         let reconciler = tokio::spawn(grants::reconcile_loop(
             Arc::downgrade(&grants),
@@ -128,9 +153,12 @@ impl Garage {
                 faults.clone(),
                 activity.clone(),
                 weak_grants,
+                versioning.clone(),
             )]),
             faults,
             activity,
+            versioning,
+            sweeper,
         })
     }
 
@@ -160,6 +188,7 @@ impl Garage {
             self.faults.clone(),
             self.activity.clone(),
             Arc::downgrade(&self.grants),
+            self.versioning.clone(),
         );
         self.forwarders.lock().expect("poisoned").push(task);
         tracing::info!(%bound, "Spaces S3 endpoint exposed");
@@ -174,36 +203,34 @@ impl Garage {
     /// The provider's own Spaces credentials (SPACES_ACCESS_KEY_ID / SECRET): a full-access
     /// key that may create buckets and reaches every bucket. Issued once per `dir`.
     pub async fn admin_s3_key(&self) -> anyhow::Result<IssuedKey> {
-        let path = self.dir.join("admin-key.json");
-        if let Ok(bytes) = std::fs::read(&path) {
-            let stored: StoredKey = serde_json::from_slice(&bytes)
-                .with_context(|| format!("reading {}", path.display()))?;
-            match self.grants.admin.key_info(&stored.access_key).await {
-                Ok(_) => {
-                    return Ok(IssuedKey {
-                        access_key: stored.access_key,
-                        secret_key: stored.secret_key,
-                    })
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
+        ensure_own_key(&self.grants, &self.dir, ADMIN_KEY_NAME, "admin-key.json").await
+    }
+
+    /// Whether `bucket`'s hidden version store exists in Garage (for tests).
+    #[doc(hidden)]
+    pub async fn version_store_exists(&self, bucket: &str) -> anyhow::Result<bool> {
+        let name = versioning::hidden_bucket(bucket);
+        match self
+            .grants
+            .admin
+            .get::<serde_json::Value>("GetBucketInfo", &[("globalAlias", &name)])
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
         }
-        let key = self
-            .create_key(
-                ADMIN_KEY_NAME,
-                &[Grant {
-                    bucket: String::new(),
-                    permission: "fullaccess".into(),
-                }],
-            )
-            .await?;
-        let stored = StoredKey {
-            access_key: key.access_key.clone(),
-            secret_key: key.secret_key.clone(),
-        };
-        write_private(&path, &serde_json::to_vec(&stored)?)?;
-        Ok(key)
+    }
+
+    /// Applies the lifecycle rules on versions (noncurrent-version expiry, lone delete
+    /// markers) as if it were `now`; they also run every minute. Returns how many versions
+    /// went.
+    pub async fn sweep_versions(&self, now: std::time::SystemTime) -> anyhow::Result<usize> {
+        let ms = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or_default();
+        self.versioning.sweep(ms).await
     }
 
     /// Applies the desired grants to Garage now instead of at the next tick.
@@ -221,6 +248,7 @@ impl Garage {
     /// S3 endpoint refuses connections and `SpacesBackend` calls fail.
     pub async fn shutdown(&self) {
         self.reconciler.abort();
+        self.sweeper.abort();
         let forwarders: Vec<_> = self
             .forwarders
             .lock()
@@ -248,36 +276,7 @@ struct StoredKey {
 #[async_trait]
 impl SpacesBackend for Garage {
     async fn create_key(&self, name: &str, grants: &[Grant]) -> anyhow::Result<IssuedKey> {
-        let full = is_full_access(grants);
-        let created: KeyInfo = self
-            .grants
-            .admin
-            .post(
-                "CreateKey",
-                &[],
-                &json!({ "name": name, "neverExpires": true, "allow": { "createBucket": full } }),
-            )
-            .await?;
-        let secret = created
-            .secret_access_key
-            .context("garage CreateKey returned no secret key")?;
-        let access = created.access_key_id;
-        self.grants.set_desired(
-            &access,
-            KeyGrants {
-                name: name.to_string(),
-                grants: grants.to_vec(),
-            },
-        )?;
-        if let Err(e) = self.grants.converge().await {
-            // A key without its grants would look issued but not work: take it back.
-            self.delete_key(&access).await.ok();
-            return Err(e.context(format!("granting bucket access to spaces key ({access})")));
-        }
-        Ok(IssuedKey {
-            access_key: access,
-            secret_key: secret,
-        })
+        issue_key(&self.grants, name, grants).await
     }
 
     async fn update_key(
@@ -329,6 +328,79 @@ impl SpacesBackend for Garage {
         }
         self.grants.remove_desired(access_key)
     }
+}
+
+/// One of localocean's own full-access keys, kept in `file` under `dir`: issued once per `dir`.
+async fn ensure_own_key(
+    grants: &Grants,
+    dir: &Path,
+    name: &str,
+    file: &str,
+) -> anyhow::Result<IssuedKey> {
+    let path = dir.join(file);
+    if let Ok(bytes) = std::fs::read(&path) {
+        let stored: StoredKey = serde_json::from_slice(&bytes)
+            .with_context(|| format!("reading {}", path.display()))?;
+        match grants.admin.key_info(&stored.access_key).await {
+            Ok(_) => {
+                return Ok(IssuedKey {
+                    access_key: stored.access_key,
+                    secret_key: stored.secret_key,
+                })
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let full = [Grant {
+        bucket: String::new(),
+        permission: "fullaccess".into(),
+    }];
+    let key = issue_key(grants, name, &full).await?;
+    let stored = StoredKey {
+        access_key: key.access_key.clone(),
+        secret_key: key.secret_key.clone(),
+    };
+    write_private(&path, &serde_json::to_vec(&stored)?)?;
+    Ok(key)
+}
+
+/// Creates a Garage key and gives it `grants`; the key is taken back if that fails.
+async fn issue_key(grants: &Grants, name: &str, wanted: &[Grant]) -> anyhow::Result<IssuedKey> {
+    let full = is_full_access(wanted);
+    let created: KeyInfo = grants
+        .admin
+        .post(
+            "CreateKey",
+            &[],
+            &json!({ "name": name, "neverExpires": true, "allow": { "createBucket": full } }),
+        )
+        .await?;
+    let secret = created
+        .secret_access_key
+        .context("garage CreateKey returned no secret key")?;
+    let access = created.access_key_id;
+    grants.set_desired(
+        &access,
+        KeyGrants {
+            name: name.to_string(),
+            grants: wanted.to_vec(),
+        },
+    )?;
+    if let Err(e) = grants.converge().await {
+        // A key without its grants would look issued but not work: take it back.
+        grants
+            .admin
+            .post::<serde_json::Value>("DeleteKey", &[("id", &access)], &json!({}))
+            .await
+            .ok();
+        grants.remove_desired(&access).ok();
+        return Err(e.context(format!("granting bucket access to spaces key ({access})")));
+    }
+    Ok(IssuedKey {
+        access_key: access,
+        secret_key: secret,
+    })
 }
 
 /// Writes a file readable by its owner only (it holds secrets), atomically.
