@@ -41,6 +41,7 @@ pub async fn create(env: &Env, st: &mut RegistryState, m: &Model, deadline: Inst
     sweep_storage(env, m).await?;
     certificate::init_renewal_state(env, st);
     let marker = provision_storage(env, st, m).await?;
+    keep_deleted(env, m, None).await?;
     let started = Instant::now();
     let timeline = |step: &str| {
         tracing::info!(
@@ -273,6 +274,29 @@ async fn check_snapshot_fits(env: &Env, id: &str, size_gib: u64) -> Result<()> {
         }
         .at(at("size_gib")));
     }
+    Ok(())
+}
+
+/// `storage.keep_deleted_days` onto the bucket: set when it changed (or, after a read found
+/// it changed on the bucket, set again); versioning suspended when it was set (`was`) and is
+/// not any more.
+pub(super) async fn keep_deleted(env: &Env, m: &Model, was: Option<u32>) -> Result<()> {
+    let (Backend::Spaces, Some(bucket)) = (m.storage.backend, &m.storage.bucket) else {
+        return Ok(());
+    };
+    let want = m.storage.keep_deleted_days;
+    if want == was {
+        return Ok(());
+    }
+    let s3 = env.bucket_client(m)?;
+    spaces::set_keep_deleted_days(&s3, bucket, want)
+        .await
+        .map_err(|e| {
+            Error::from(e)
+                .context("keeping deleted objects in bucket", bucket)
+                .at(super::error::storage_attr("keep_deleted_days"))
+        })?;
+    tracing::info!(bucket, days = ?want, "bucket versioning set for keep_deleted_days");
     Ok(())
 }
 

@@ -135,6 +135,8 @@ pub struct Storage {
     pub spaces_keys: Option<(Secret, Secret)>,
     /// `volume` only: the snapshot a new volume starts from.
     pub volume_snapshot_id: Option<String>,
+    /// `spaces` only: days noncurrent object versions are kept; `None`: no versioning asked.
+    pub keep_deleted_days: Option<u32>,
 }
 
 /// The `garbage_collection` block; None without it.
@@ -350,6 +352,10 @@ impl Model {
                     _ => None,
                 },
                 volume_snapshot_id: known(&b.volume_snapshot_id).map(str::to_owned),
+                keep_deleted_days: b
+                    .keep_deleted_days
+                    .as_ref_option()
+                    .map(|d| (*d).clamp(0, u32::MAX as i64) as u32),
             },
             timeouts: Timeouts {
                 create: timeout(to.map(|t| &t.create), DEFAULT_CREATE_TIMEOUT),

@@ -146,6 +146,23 @@ pub async fn read(
                 Ok(u) => st.storage_used_bytes = Value::Value(u.bytes as i64),
                 Err(e) => diag::warning(diags, format!("Reading bucket {bucket}"), &e.into()),
             }
+            // Versioning suspended or the rule changed outside Terraform: the plan shows it,
+            // and apply puts it back.
+            if m.storage.keep_deleted_days.is_some() {
+                match crate::storage::spaces::keep_deleted_days(&c, bucket).await {
+                    Ok(days) => {
+                        if let Value::Value(storage) = &mut st.storage {
+                            storage.keep_deleted_days =
+                                days.map_or(Value::Null, |d| Value::Value(d as i64));
+                        }
+                    }
+                    Err(e) => diag::warning(
+                        diags,
+                        format!("Reading the versioning of bucket {bucket}"),
+                        &e.into(),
+                    ),
+                }
+            }
         }
     }
     // What the retention rules select now: the preview the next plan shows and applies.

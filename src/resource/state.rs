@@ -57,6 +57,10 @@ pub struct StorageState {
     /// `volume` only: the snapshot the registry's new volume starts from.
     #[serde(default)]
     pub volume_snapshot_id: S,
+    /// `spaces` only: days a noncurrent object version is kept (bucket versioning with a
+    /// lifecycle rule). Absent from states written before it existed.
+    #[serde(default)]
+    pub keep_deleted_days: N,
 }
 
 /// The `monitoring` block: a DigitalOcean uptime check of the registry with its alerts.

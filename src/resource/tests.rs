@@ -2369,3 +2369,68 @@ async fn without_a_preview_retention_deletes_nothing() {
     assert_eq!(paths_of(&d.errors), ["garbage_collection[0].run"]);
     assert!(w.registry.deletes().is_empty());
 }
+
+#[tokio::test]
+async fn keep_deleted_days_turns_versioning_on_shows_drift_and_suspends_when_removed() {
+    let bucket: scripted::Shared = Default::default();
+    bucket.lock().unwrap().absent = true;
+    let (addr, server) = scripted::serve(bucket.clone()).await;
+    let keys = Arc::new(RecordingSpaces::default());
+    let w = World::start_with(keys.clone(), Some(&format!("http://{addr}"))).await;
+    let keep = |days: Option<i64>| {
+        move |st: &mut RegistryState| {
+            if let Value::Value(storage) = &mut st.storage {
+                storage.keep_deleted_days = days.map_or(Value::Null, Value::Value);
+            }
+        }
+    };
+    let mut c = config("reg");
+    c.storage = Value::Value(StorageState {
+        backend: s("spaces"),
+        bucket: s("reg-images"),
+        ..Default::default()
+    });
+    keep(Some(30))(&mut c);
+    let st = w.created(c).await;
+    {
+        let b = bucket.lock().unwrap();
+        assert_eq!(b.versioning.as_deref(), Some("Enabled"));
+        let rule = b.lifecycle.clone().unwrap_or_default();
+        assert!(
+            rule.contains("<NoncurrentDays>30</NoncurrentDays>"),
+            "{rule}"
+        );
+    }
+    let days = |st: &RegistryState| st.storage.as_ref_option().unwrap().keep_deleted_days;
+    let (read, d) = w.read(&st).await;
+    assert!(d.warnings.is_empty(), "{d:?}");
+    assert_eq!(days(&read.unwrap()), Value::Value(30));
+
+    // Suspended by hand: read says so, the plan shows it, apply turns it on again.
+    bucket.lock().unwrap().versioning = Some("Suspended".into());
+    let (read, _) = w.read(&st).await;
+    let read = read.unwrap();
+    assert_eq!(days(&read), Value::Null);
+    let (planned, d) = w.plan_update(&read, keep(Some(30))).await;
+    let (planned, replace) = planned.unwrap_or_else(|| panic!("{d:?}"));
+    assert!(replace.is_empty(), "{replace:?}");
+    assert_eq!(days(&planned), Value::Value(30));
+    let on = w.updated(&read, keep(Some(30))).await;
+    assert_eq!(
+        bucket.lock().unwrap().versioning.as_deref(),
+        Some("Enabled")
+    );
+
+    // Removed from the configuration: versioning suspended, the rule kept.
+    let off = w.updated(&on, keep(None)).await;
+    assert_eq!(days(&off), Value::Null);
+    let b = bucket.lock().unwrap();
+    assert_eq!(b.versioning.as_deref(), Some("Suspended"));
+    assert!(b
+        .lifecycle
+        .as_deref()
+        .unwrap_or_default()
+        .contains("<NoncurrentDays>30</NoncurrentDays>"));
+    drop(b);
+    server.abort();
+}

@@ -86,6 +86,7 @@ pub async fn update(
         }
     }
     grow_volume(env, prior, st, m, deadline).await?;
+    super::create::keep_deleted(env, m, Model::of(prior).storage.keep_deleted_days).await?;
     if prior.ssh_key_fingerprints != st.ssh_key_fingerprints {
         droplet::set_people_keys(env, st, m, deadline).await?;
     }

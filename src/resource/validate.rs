@@ -556,6 +556,27 @@ pub fn check_storage(diags: &mut Diagnostics, st: &StorageState) {
             ),
         );
     }
+    if !st.backend.is_unknown() && backend != Backend::Spaces && !st.keep_deleted_days.is_null() {
+        err(
+            diags,
+            p().attribute("keep_deleted_days"),
+            "Unexpected `storage.keep_deleted_days`",
+            format!(
+                "Object versions are a bucket's: `keep_deleted_days` is only for `backend = \"spaces\"` (backend is {:?}).",
+                backend.as_str()
+            ),
+        );
+    }
+    if let Some(days) = st.keep_deleted_days.as_ref_option() {
+        if !(1..=3650).contains(days) {
+            err(
+                diags,
+                p().attribute("keep_deleted_days"),
+                "Invalid `storage.keep_deleted_days`",
+                format!("{days} days: keep deleted objects for 1 to 3650 days, or leave it unset for no versioning."),
+            );
+        }
+    }
     if let Some(id) = st.volume_snapshot_id.as_ref_option() {
         if id.trim().is_empty() {
             err(
@@ -1009,6 +1030,42 @@ mod tests {
         check_config(&mut d, &config("droplet"));
         assert_eq!(d.errors.len(), 1);
         assert!(paths(&d)[0].contains("volume_snapshot_id"));
+    }
+
+    #[test]
+    fn keep_deleted_days_is_for_spaces_only_and_within_range() {
+        use crate::resource::state::{RegistryState, StorageState};
+        let config = |backend: &str, days: i64| RegistryState {
+            storage: tf_provider::value::Value::Value(StorageState {
+                backend: backend.to_string().into(),
+                size_gib: (backend == "volume").then_some(10).into(),
+                bucket: (backend == "spaces")
+                    .then(|| "reg-images".to_string())
+                    .into(),
+                keep_deleted_days: days.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut d = Diagnostics::default();
+        check_config(&mut d, &config("spaces", 30));
+        check_config(&mut d, &config("spaces", 3650));
+        assert!(d.errors.is_empty(), "{:?}", paths(&d));
+        for (backend, days, summary) in [
+            ("volume", 30, "Unexpected `storage.keep_deleted_days`"),
+            ("spaces", 0, "Invalid `storage.keep_deleted_days`"),
+            ("spaces", 3651, "Invalid `storage.keep_deleted_days`"),
+        ] {
+            let mut d = Diagnostics::default();
+            check_config(&mut d, &config(backend, days));
+            let said: Vec<String> = d.errors.iter().map(|e| e.summary.to_string()).collect();
+            assert_eq!(said, [summary], "{backend} {days}");
+            assert!(
+                paths(&d)[0].contains("keep_deleted_days"),
+                "{:?}",
+                paths(&d)
+            );
+        }
     }
 
     #[test]

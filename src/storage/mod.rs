@@ -112,6 +112,10 @@ pub enum Error {
         detail: String,
     },
 
+    /// `storage.keep_deleted_days` would replace lifecycle rules the bucket has of its own.
+    #[error("bucket {bucket} has lifecycle rules of its own ({}): `storage.keep_deleted_days` sets the bucket's whole lifecycle configuration and would replace them; remove them, or leave `keep_deleted_days` unset and add a NoncurrentVersionExpiration rule to them yourself", rules.join(", "))]
+    LifecycleTaken { bucket: String, rules: Vec<String> },
+
     /// Bucket names are global in Spaces: another account may hold this one.
     #[error("bucket {bucket} exists but these Spaces credentials may not use it (status {status}): the name is probably taken by another account; choose another `storage.bucket`")]
     BucketTaken { bucket: String, status: u16 },

@@ -44,6 +44,17 @@ pub struct Marker {
     pub version_id: Option<String>,
 }
 
+/// The ID of the lifecycle rule `storage.keep_deleted_days` puts on a bucket.
+pub const KEEP_DELETED_RULE: &str = "docker-registry-keep-deleted";
+
+/// One rule of a bucket's lifecycle configuration, as far as the provider reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LifecycleRule {
+    pub id: String,
+    /// `NoncurrentVersionExpiration/NoncurrentDays`, if the rule has it.
+    pub noncurrent_days: Option<u32>,
+}
+
 /// What [`destroy_bucket`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BucketDestroyed {
@@ -279,10 +290,10 @@ impl S3 {
                 continue;
             }
             let key = rec.get("Key").cloned().unwrap_or_default();
-            let version = rec
-                .get("VersionId")
-                .filter(|v| !v.is_empty() && *v != "null")
-                .cloned();
+            // `null` is a version like any other (an object from before versioning, or
+            // written while it was suspended): deleted without it, a versioned bucket only
+            // adds a delete marker, and emptying it would never end.
+            let version = rec.get("VersionId").filter(|v| !v.is_empty()).cloned();
             out.push(ObjectIdentifier {
                 key,
                 version_id: version,
@@ -508,6 +519,104 @@ impl S3 {
         }
     }
 
+    /// The bucket's versioning status (`Enabled`, `Suspended`), `None` when it was never set.
+    pub async fn versioning(&self, bucket: &str) -> Result<Option<String>, Error> {
+        const OP: &str = "GetBucketVersioning";
+        let b = self.bucket(bucket)?;
+        let url = self.presign_bucket(&b, rusty_s3::Method::Get, &[("versioning", "")]);
+        let r = self
+            .send(OP, bucket, reqwest::Method::GET, url, None)
+            .await?;
+        if !r.status.is_success() {
+            return Err(status_error(OP, bucket, &r));
+        }
+        let doc = parse_reply(OP, bucket, &r, "VersioningConfiguration")?;
+        Ok(doc
+            .field("Status")
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned))
+    }
+
+    /// Turns versioning on (`Enabled`) or suspends it (S3 cannot turn it off once on: kept
+    /// versions stay until deleted or expired).
+    pub async fn set_versioning(&self, bucket: &str, enabled: bool) -> Result<(), Error> {
+        const OP: &str = "PutBucketVersioning";
+        let status = if enabled { "Enabled" } else { "Suspended" };
+        let body = format!(
+            "<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Status>{status}</Status></VersioningConfiguration>"
+        );
+        self.put_bucket_config(OP, bucket, "versioning", body).await
+    }
+
+    /// The bucket's lifecycle rules; none when it has no lifecycle configuration.
+    pub async fn lifecycle_rules(&self, bucket: &str) -> Result<Vec<LifecycleRule>, Error> {
+        const OP: &str = "GetBucketLifecycleConfiguration";
+        let b = self.bucket(bucket)?;
+        let url = self.presign_bucket(&b, rusty_s3::Method::Get, &[("lifecycle", "")]);
+        let r = self
+            .send(OP, bucket, reqwest::Method::GET, url, None)
+            .await?;
+        if r.status == StatusCode::NOT_FOUND {
+            let err = status_error(OP, bucket, &r);
+            if matches!(&err, Error::S3Status { code, .. } if code == "NoSuchLifecycleConfiguration")
+            {
+                return Ok(Vec::new());
+            }
+            return Err(err);
+        }
+        if !r.status.is_success() {
+            return Err(status_error(OP, bucket, &r));
+        }
+        parse_lifecycle(&r.body).map_err(|detail| Error::S3Payload {
+            op: OP,
+            bucket: bucket.to_owned(),
+            detail,
+        })
+    }
+
+    /// Sets the bucket's lifecycle configuration to the one rule of `keep_deleted_days`:
+    /// noncurrent versions expire `days` after they became noncurrent, and a delete marker
+    /// left with no version goes too. It replaces the whole configuration: the caller checks
+    /// first that no other rule is there.
+    pub async fn set_keep_deleted_rule(&self, bucket: &str, days: u32) -> Result<(), Error> {
+        const OP: &str = "PutBucketLifecycleConfiguration";
+        let body = format!(
+            "<LifecycleConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Rule><ID>{KEEP_DELETED_RULE}</ID><Filter><Prefix></Prefix></Filter><Status>Enabled</Status><Expiration><ExpiredObjectDeleteMarker>true</ExpiredObjectDeleteMarker></Expiration><NoncurrentVersionExpiration><NoncurrentDays>{days}</NoncurrentDays></NoncurrentVersionExpiration></Rule></LifecycleConfiguration>"
+        );
+        self.put_bucket_config(OP, bucket, "lifecycle", body).await
+    }
+
+    /// A PUT of one of the bucket's own settings (`?versioning`, `?lifecycle`), with the
+    /// Content-MD5 S3 requires of some of them.
+    async fn put_bucket_config(
+        &self,
+        op: &'static str,
+        bucket: &str,
+        subresource: &str,
+        body: String,
+    ) -> Result<(), Error> {
+        use base64::Engine as _;
+        use md5::Digest as _;
+        let b = self.bucket(bucket)?;
+        let url = self.presign_bucket(&b, rusty_s3::Method::Put, &[(subresource, "")]);
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&body));
+        let r = self
+            .send(
+                op,
+                bucket,
+                reqwest::Method::PUT,
+                url,
+                Some((body, vec![("content-md5", md5)])),
+            )
+            .await?;
+        if r.status.is_success() {
+            Ok(())
+        } else {
+            Err(status_error(op, bucket, &r))
+        }
+    }
+
     /// Deletes an empty bucket; a bucket already gone is success.
     pub async fn delete_bucket(&self, bucket: &str) -> Result<(), Error> {
         const OP: &str = "DeleteBucket";
@@ -583,6 +692,101 @@ fn is_credentials_error(e: &Error) -> bool {
         && (message.contains("signature") || message.contains("access key")))
 }
 
+/// What `storage.keep_deleted_days` finds on a bucket: how many days its rule keeps
+/// noncurrent versions while versioning is on; `None` when versioning is not on or the rule
+/// is not there.
+pub async fn keep_deleted_days(s3: &S3, bucket: &str) -> Result<Option<u32>, Error> {
+    if s3.versioning(bucket).await?.as_deref() != Some("Enabled") {
+        return Ok(None);
+    }
+    Ok(s3
+        .lifecycle_rules(bucket)
+        .await?
+        .into_iter()
+        .find(|r| r.id == KEEP_DELETED_RULE)
+        .and_then(|r| r.noncurrent_days))
+}
+
+/// Puts `storage.keep_deleted_days` on a bucket. `Some(days)`: the lifecycle rule first (so
+/// every version kept from then on expires), then versioning on; refused when the bucket has
+/// lifecycle rules of its own. `None` (the setting removed): versioning suspended, the rule
+/// kept, so that the versions kept so far still expire.
+pub async fn set_keep_deleted_days(s3: &S3, bucket: &str, days: Option<u32>) -> Result<(), Error> {
+    let Some(days) = days else {
+        return s3.set_versioning(bucket, false).await;
+    };
+    let others: Vec<String> = s3
+        .lifecycle_rules(bucket)
+        .await?
+        .into_iter()
+        .filter(|r| r.id != KEEP_DELETED_RULE)
+        .map(|r| {
+            if r.id.is_empty() {
+                "(no ID)".to_owned()
+            } else {
+                r.id
+            }
+        })
+        .collect();
+    if !others.is_empty() {
+        return Err(Error::LifecycleTaken {
+            bucket: bucket.to_owned(),
+            rules: others,
+        });
+    }
+    s3.set_keep_deleted_rule(bucket, days).await?;
+    s3.set_versioning(bucket, true).await
+}
+
+/// The rules of a `LifecycleConfiguration` document: each `Rule`'s `ID` and
+/// `NoncurrentVersionExpiration/NoncurrentDays` (deeper than [`parse_xml`] reads).
+fn parse_lifecycle(body: &[u8]) -> Result<Vec<LifecycleRule>, String> {
+    use quick_xml::events::Event;
+    let text = std::str::from_utf8(body).map_err(|e| format!("not UTF-8: {e}"))?;
+    let mut reader = quick_xml::Reader::from_str(text);
+    let mut path: Vec<String> = Vec::new();
+    let mut rules = Vec::new();
+    let mut value = String::new();
+    loop {
+        match reader.read_event().map_err(|e| format!("not XML: {e}"))? {
+            Event::Start(e) => {
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                if path.len() == 1 && name == "Rule" {
+                    rules.push(LifecycleRule {
+                        id: String::new(),
+                        noncurrent_days: None,
+                    });
+                }
+                path.push(name);
+                value.clear();
+            }
+            Event::Text(t) => value.push_str(&t.decode().map_err(|e| format!("not XML: {e}"))?),
+            Event::End(_) => {
+                let here: Vec<&str> = path.iter().map(String::as_str).collect();
+                match here.as_slice() {
+                    [_, "Rule", "ID"] => {
+                        if let Some(r) = rules.last_mut() {
+                            r.id = value.trim().to_owned();
+                        }
+                    }
+                    [_, "Rule", "NoncurrentVersionExpiration", "NoncurrentDays"] => {
+                        if let Some(r) = rules.last_mut() {
+                            r.noncurrent_days = value.trim().parse().ok();
+                        }
+                    }
+                    _ => {}
+                }
+                path.pop();
+                value.clear();
+            }
+            Event::Eof if path.is_empty() => break,
+            Event::Eof => return Err(format!("<{}> is not closed", path.join("><"))),
+            _ => {}
+        }
+    }
+    Ok(rules)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -654,6 +858,102 @@ mod tests {
             "{text}"
         );
         server.abort();
+    }
+
+    #[tokio::test]
+    async fn keep_deleted_days_sets_the_rule_then_versioning_and_refuses_foreign_rules() {
+        use base64::Engine as _;
+        use md5::Digest as _;
+        let state: scripted::Shared = Default::default();
+        let (addr, server) = scripted::serve(state.clone()).await;
+        let s3 = S3::new(
+            &format!("http://{addr}"),
+            "nyc3",
+            DEFAULT_SIGNING_REGION,
+            Secret::new("AK"),
+            Secret::new("SK"),
+        )
+        .unwrap();
+        assert_eq!(keep_deleted_days(&s3, "bkt").await.unwrap(), None);
+        assert_eq!(s3.versioning("bkt").await.unwrap(), None);
+
+        set_keep_deleted_days(&s3, "bkt", Some(30)).await.unwrap();
+        {
+            let b = state.lock().unwrap();
+            let ops: Vec<&str> = b.requests.iter().map(String::as_str).collect();
+            let (rule, on) = (
+                ops.iter().position(|o| *o == "put-lifecycle").unwrap(),
+                ops.iter().position(|o| *o == "put-versioning").unwrap(),
+            );
+            assert!(rule < on, "the rule before versioning: {ops:?}");
+            assert_eq!(b.versioning.as_deref(), Some("Enabled"));
+            let lifecycle = b.lifecycle.clone().unwrap();
+            // S3 requires Content-MD5 on PutBucketLifecycleConfiguration: the body's.
+            let md5 = base64::engine::general_purpose::STANDARD
+                .encode(md5::Md5::digest(lifecycle.as_bytes()));
+            assert!(b.content_md5.contains(&md5), "{:?}", b.content_md5);
+        }
+        assert_eq!(keep_deleted_days(&s3, "bkt").await.unwrap(), Some(30));
+        set_keep_deleted_days(&s3, "bkt", Some(7)).await.unwrap();
+        assert_eq!(keep_deleted_days(&s3, "bkt").await.unwrap(), Some(7));
+
+        // Removed: versioning suspended, the rule kept (kept versions still expire).
+        set_keep_deleted_days(&s3, "bkt", None).await.unwrap();
+        assert_eq!(
+            state.lock().unwrap().versioning.as_deref(),
+            Some("Suspended")
+        );
+        assert_eq!(keep_deleted_days(&s3, "bkt").await.unwrap(), None);
+        assert_eq!(
+            s3.lifecycle_rules("bkt").await.unwrap(),
+            [LifecycleRule {
+                id: KEEP_DELETED_RULE.into(),
+                noncurrent_days: Some(7)
+            }]
+        );
+
+        // A bucket with rules of its own is left as it is.
+        state.lock().unwrap().lifecycle = Some(
+            "<LifecycleConfiguration><Rule><ID>logs</ID><Status>Enabled</Status><Expiration><Days>9</Days></Expiration></Rule></LifecycleConfiguration>".into(),
+        );
+        let e = set_keep_deleted_days(&s3, "bkt", Some(30))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::LifecycleTaken { rules, .. } if rules == &["logs"]),
+            "{e}"
+        );
+        assert!(e.to_string().contains("keep_deleted_days"), "{e}");
+        assert_eq!(
+            state.lock().unwrap().versioning.as_deref(),
+            Some("Suspended")
+        );
+        server.abort();
+    }
+
+    #[test]
+    fn lifecycle_rules_are_read_at_their_depth() {
+        let doc = br#"<?xml version="1.0" encoding="UTF-8"?>
+<LifecycleConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Rule><ID>docker-registry-keep-deleted</ID><Filter><Prefix></Prefix></Filter><Status>Enabled</Status>
+    <NoncurrentVersionExpiration><NoncurrentDays>14</NoncurrentDays></NoncurrentVersionExpiration></Rule>
+  <Rule><ID>uploads</ID><Status>Enabled</Status>
+    <AbortIncompleteMultipartUpload><DaysAfterInitiation>1</DaysAfterInitiation></AbortIncompleteMultipartUpload></Rule>
+</LifecycleConfiguration>"#;
+        assert_eq!(
+            parse_lifecycle(doc).unwrap(),
+            [
+                LifecycleRule {
+                    id: "docker-registry-keep-deleted".into(),
+                    noncurrent_days: Some(14)
+                },
+                LifecycleRule {
+                    id: "uploads".into(),
+                    noncurrent_days: None
+                }
+            ]
+        );
+        assert!(parse_lifecycle(b"<LifecycleConfiguration><Rule>").is_err());
     }
 
     #[tokio::test]

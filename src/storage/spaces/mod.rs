@@ -21,7 +21,8 @@ mod xml;
 pub(crate) mod scripted;
 
 pub use bucket::{
-    bucket_holds, destroy_bucket, BucketDestroyed, Created, Marker, Usage, CREATING_MARKER,
+    bucket_holds, destroy_bucket, keep_deleted_days, set_keep_deleted_days, BucketDestroyed,
+    Created, LifecycleRule, Marker, Usage, CREATING_MARKER, KEEP_DELETED_RULE,
 };
 pub use client::{resolve_endpoint, DEFAULT_SIGNING_REGION, S3};
 pub use keys::{delete_registry_key, mint_registry_key, registry_storage, RegistryKey};

@@ -27,6 +27,12 @@ pub struct Bucket {
     pub absent: bool,
     /// What each current object holds, by key (objects put through PutObject).
     pub contents: HashMap<String, String>,
+    /// The versioning status PutBucketVersioning set (`Enabled`, `Suspended`).
+    pub versioning: Option<String>,
+    /// The lifecycle configuration PutBucketLifecycleConfiguration stored, as sent.
+    pub lifecycle: Option<String>,
+    /// The Content-MD5 of each request that carried one.
+    pub content_md5: Vec<String>,
 }
 
 pub type Shared = Arc<Mutex<Bucket>>;
@@ -93,7 +99,14 @@ pub async fn handle(
     }
     let path = uri.path().trim_start_matches('/');
     let (_bucket, key) = path.split_once('/').unwrap_or((path, ""));
+    if let Some(md5) = headers.get("content-md5").and_then(|v| v.to_str().ok()) {
+        b.content_md5.push(md5.to_owned());
+    }
     let op = match (&method, key.is_empty()) {
+        (&Method::PUT, true) if q.contains_key("versioning") => "put-versioning",
+        (&Method::GET, true) if q.contains_key("versioning") => "get-versioning",
+        (&Method::PUT, true) if q.contains_key("lifecycle") => "put-lifecycle",
+        (&Method::GET, true) if q.contains_key("lifecycle") => "get-lifecycle",
         (&Method::GET, true) if q.contains_key("versions") => "versions",
         (&Method::GET, true) if q.contains_key("uploads") => "uploads",
         (&Method::GET, true) if q.get("list-type").map(String::as_str) == Some("2") => "list",
@@ -256,6 +269,41 @@ pub async fn handle(
             }
             StatusCode::NO_CONTENT.into_response()
         }
+        "put-versioning" => {
+            let text = String::from_utf8_lossy(&body);
+            let status = ["Enabled", "Suspended"]
+                .into_iter()
+                .find(|s| text.contains(&format!("<Status>{s}</Status>")));
+            match status {
+                Some(s) => {
+                    b.versioning = Some(s.to_owned());
+                    StatusCode::OK.into_response()
+                }
+                None => (
+                    StatusCode::BAD_REQUEST,
+                    "<Error><Code>MalformedXML</Code><Message>no status</Message></Error>",
+                )
+                    .into_response(),
+            }
+        }
+        "get-versioning" => xml(match &b.versioning {
+            Some(s) => {
+                format!("<VersioningConfiguration><Status>{s}</Status></VersioningConfiguration>")
+            }
+            None => "<VersioningConfiguration/>".into(),
+        }),
+        "put-lifecycle" => {
+            b.lifecycle = Some(String::from_utf8_lossy(&body).into_owned());
+            StatusCode::OK.into_response()
+        }
+        "get-lifecycle" => match &b.lifecycle {
+            Some(l) => xml(l.clone()),
+            None => (
+                StatusCode::NOT_FOUND,
+                "<Error><Code>NoSuchLifecycleConfiguration</Code><Message>none</Message></Error>",
+            )
+                .into_response(),
+        },
         "head" if b.absent => StatusCode::NOT_FOUND.into_response(),
         "head" => StatusCode::OK.into_response(),
         "create-bucket" => {
