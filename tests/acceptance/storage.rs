@@ -153,6 +153,102 @@ resource "docker_registry" "r" {{
     }
 }
 
+/// Every delete marker under `prefix` in `bucket` made at or after `since`, deleted by its
+/// version id: the way a user undoes deletions in a versioned bucket with any S3 tool (each
+/// key's previous version is current again). How many were undone.
+fn undo_deletes(
+    endpoint: &str,
+    (id, secret): (&str, &str),
+    bucket: &str,
+    prefix: &str,
+    since: jiff::Timestamp,
+) -> usize {
+    let http = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let base: url::Url = format!("{endpoint}/{bucket}").parse().unwrap();
+    let sign = |method: rusty_s3::Method, url: url::Url, query: &[(&str, &str)]| {
+        rusty_s3::signing::sign(
+            &jiff::Timestamp::now(),
+            method,
+            url,
+            id,
+            secret,
+            None,
+            "us-east-1",
+            120,
+            query.iter().copied(),
+            std::iter::empty(),
+        )
+    };
+    let url = sign(
+        rusty_s3::Method::Get,
+        base.clone(),
+        // Sorted: rusty-s3 merges them into its own sorted parameters as they come.
+        &[("max-keys", "1000"), ("prefix", prefix), ("versions", "")],
+    );
+    let r = http.get(url).send().unwrap();
+    let status = r.status();
+    let body = r.text().unwrap();
+    assert!(status.is_success(), "ListObjectVersions: {status}: {body}");
+    assert!(
+        !body.contains("<IsTruncated>true</IsTruncated>"),
+        "more than a page: {body}"
+    );
+    // (key, version id, last modified) of each DeleteMarker.
+    let mut markers: Vec<(String, String, String)> = Vec::new();
+    let mut reader = quick_xml::Reader::from_str(&body);
+    let (mut path, mut text) = (Vec::<String>::new(), String::new());
+    loop {
+        match reader.read_event().unwrap() {
+            quick_xml::events::Event::Start(e) => {
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                if name == "DeleteMarker" {
+                    markers.push(Default::default());
+                }
+                path.push(name);
+                text.clear();
+            }
+            quick_xml::events::Event::Text(t) => text.push_str(&t.decode().unwrap()),
+            quick_xml::events::Event::End(_) => {
+                let field = path.pop().unwrap_or_default();
+                if path.last().map(String::as_str) == Some("DeleteMarker") {
+                    let m = markers.last_mut().unwrap();
+                    match field.as_str() {
+                        "Key" => m.0 = text.clone(),
+                        "VersionId" => m.1 = text.clone(),
+                        "LastModified" => m.2 = text.clone(),
+                        _ => {}
+                    }
+                }
+                text.clear();
+            }
+            quick_xml::events::Event::Eof => break,
+            _ => {}
+        }
+    }
+    let mut undone = 0;
+    for (key, version, at) in markers {
+        let at: jiff::Timestamp = at.parse().unwrap_or_else(|e| panic!("{at}: {e}"));
+        if at < since {
+            continue;
+        }
+        let mut url = base.clone();
+        url.path_segments_mut().unwrap().extend(key.split('/'));
+        let url = sign(rusty_s3::Method::Delete, url, &[("versionId", &version)]);
+        let r = http.delete(url).send().unwrap();
+        let status = r.status();
+        assert!(
+            status.is_success(),
+            "deleting marker {version} of {key}: {status}: {}",
+            r.text().unwrap_or_default()
+        );
+        undone += 1;
+    }
+    undone
+}
+
 /// Arms a SlowDown storm on this test's bucket alone: half of its S3 requests, spread evenly,
 /// answer `503 SlowDown`, up to `count`. Scoped by the bucket's path, it is safe on the shared
 /// instance (the helper's own-instance rule is for faults that take whatever comes next).
@@ -429,8 +525,9 @@ fn spaces_bucket_keeps_images_across_a_droplet_replacement_under_pulls() {
     let fx = StorageFixture::new(true);
     use rand::Rng;
     let bucket = format!("tf-acc-{:08x}", rand::thread_rng().gen::<u32>());
+    // Deleted objects kept a month: the collection below is undone from the versions.
     let storage = |force: bool| {
-        format!("    backend = \"spaces\"\n    bucket  = \"{bucket}\"\n    force_destroy = {force}")
+        format!("    backend = \"spaces\"\n    bucket  = \"{bucket}\"\n    force_destroy = {force}\n    keep_deleted_days = 30")
     };
     fx.config(1, &storage(false));
     let (provider_id, provider_secret, endpoint) = fx.spaces.clone().unwrap();
@@ -579,6 +676,8 @@ fn spaces_bucket_keeps_images_across_a_droplet_replacement_under_pulls() {
     // through the plan; its blobs leave the bucket, the kept image still pulls by digest.
     let (gone, _) = fx.push_as("acc/gone", 512 * 1024);
     let sk = fx.skopeo();
+    // Spaces' clock is this host's: a second's margin for the markers' times.
+    let mistake = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
     let out = sk.run(&[
         "delete",
         &format!("--cert-dir={}", sk.cert_dir.display()),
@@ -612,6 +711,29 @@ fn spaces_bucket_keeps_images_across_a_droplet_replacement_under_pulls() {
         Some(&format!("admin:{ADMIN_PW}")),
     );
     assert!(!out.status.success(), "the deleted image still pulls");
+
+    // keep_deleted_days: the bucket keeps versions, and the delete and the collection are
+    // undone from them (every delete marker since the mistake): the image pulls again, whole.
+    assert_eq!(v3["storage"][0]["keep_deleted_days"], json!(30), "{v3}");
+    let undone = undo_deletes(
+        &endpoint,
+        (&provider_id, &provider_secret),
+        &bucket,
+        "docker/registry/v2/",
+        mistake,
+    );
+    eprintln!("spaces undo: {undone} delete markers removed");
+    assert!(undone >= 3, "only {undone} deletions to undo");
+    let out = sk.pull(
+        &gone,
+        &work.path().join("back"),
+        Some(&format!("admin:{ADMIN_PW}")),
+    );
+    assert!(
+        out.status.success(),
+        "the undone image does not pull: {}",
+        text(&out)
+    );
 
     let (ok, out) = fx.destroy();
     assert!(
