@@ -76,6 +76,11 @@ pub struct Droplet {
     /// Automated backups: the policy while they are enabled, `None` while they are not.
     #[serde(default)]
     pub backup_policy: Option<BackupPolicy>,
+    /// Unix seconds of the last backup taken, or of when backups were enabled: a window is
+    /// due only when it starts after this, so enabling backups mid-window waits for the
+    /// next one and a window gets one backup. `None` (older state files) is the epoch.
+    #[serde(default)]
+    pub backups_since: Option<i64>,
 }
 
 /// A droplet's backup policy (`droplet_backup_policy` in the spec); the read-only window
@@ -108,6 +113,19 @@ pub struct DropletSnapshot {
     /// The distribution of the image the droplet was made from (`Debian`).
     pub distribution: String,
     pub tags: Vec<String>,
+}
+
+/// An automated Droplet backup: an `image` of type `backup`, a copy of the droplet's disk
+/// taken in its policy's window, that droplets can be created from like a snapshot, and
+/// that goes when its retention ends or with its droplet.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DropletBackup {
+    /// The fields it shares with a snapshot (it is the same kind of disk copy).
+    #[serde(flatten)]
+    pub image: DropletSnapshot,
+    /// Unix seconds after which retention deletes it (`retention_period_days` of the
+    /// policy it was taken under, so disabling backups does not cut it short).
+    pub expires_at: i64,
 }
 
 /// A volume snapshot (`snapshots` in the spec, `resource_type` volume): a copy of the
@@ -297,6 +315,9 @@ pub struct State {
     /// Droplet snapshots (images of type `snapshot`), in creation order.
     #[serde(default)]
     pub droplet_snapshots: Vec<DropletSnapshot>,
+    /// Droplet backups (images of type `backup`), oldest first.
+    #[serde(default)]
+    pub droplet_backups: Vec<DropletBackup>,
 }
 
 impl State {

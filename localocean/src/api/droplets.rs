@@ -103,7 +103,7 @@ pub(crate) fn droplet_json(s: &StoreState, d: &Droplet) -> Value {
         "kernel": null,
         "created_at": d.created_at,
         "features": features,
-        "backup_ids": [],
+        "backup_ids": super::backups::ids_of_droplet(s, d.id),
         "next_backup_window": super::backups::next_window_json(d),
         "snapshot_ids": super::images::ids_of_droplet(s, d.id),
         "image": image.map_or(Value::Null, |i| i.json()),
@@ -306,6 +306,7 @@ pub async fn create(
                     .map(|v| v.id.clone())
                     .collect(),
                 backup_policy: backup_policy.clone(),
+                backups_since: Some(time::OffsetDateTime::now_utc().unix_timestamp()),
             };
             for v in s.volumes.iter_mut().filter(|v| volume_ids.contains(&v.id)) {
                 v.droplet_ids.push(d.id);
@@ -466,6 +467,10 @@ async fn destroy(app: &Arc<App>, id: u64) -> Result<(), ApiError> {
         }
         Ok::<_, ApiError>(())
     })?;
+    // DigitalOcean deletes a droplet's backups with it (its snapshots stay). After the
+    // droplet left the store, so a backup stored while the machine went is caught too; one
+    // stored later finds no droplet and removes itself.
+    super::backups::delete_all_of(app, id).await;
     app.lb_sync.changed();
     Ok(())
 }
@@ -576,6 +581,7 @@ pub async fn action_post(
         .ok_or_else(ApiError::not_found)?;
     let busy = droplet.locked
         || droplet.status == "new"
+        || app.backing_up(id)
         || app.store.read(|s| {
             s.actions.values().any(|a| {
                 a.resource_type == "droplet"
@@ -726,6 +732,11 @@ pub async fn action_post(
             let action = app.store.mutate(|s| {
                 let a = new_action(s, t, Some(id), "droplet", &droplet.region);
                 if let Some(d) = s.droplets.get_mut(&id) {
+                    // Enabling starts the count afresh: the first backup is in the
+                    // first window that starts from now on.
+                    if d.backup_policy.is_none() && policy.is_some() {
+                        d.backups_since = Some(time::OffsetDateTime::now_utc().unix_timestamp());
+                    }
                     d.backup_policy = policy.clone();
                 }
                 complete_action(s, a.id, true);

@@ -4,6 +4,9 @@
 //! are created from by its id. `GET /v2/images` (with `private` and `type`),
 //! `GET`/`DELETE /v2/images/{id}`, `GET /v2/droplets/{id}/snapshots`, and the droplet half of
 //! the account-wide `/v2/snapshots` (`resource_type=droplet`; ids as strings there).
+//! Droplet backups (see `backups`) are images of type `backup` here too, made and booted
+//! from the same way; they are not snapshots, and only their retention or their droplet's
+//! deletion removes them.
 
 use std::sync::Arc;
 
@@ -13,12 +16,14 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{catalog, page_response, parse_id, ApiError, App, ReqInfo};
-use crate::store::{DropletSnapshot, State as StoreState};
+use crate::store::{DropletBackup, DropletSnapshot, State as StoreState};
 
 /// An image a droplet can be created from.
 pub enum Image<'a> {
     Base(&'static catalog::Image),
     Snapshot(&'a DropletSnapshot),
+    /// An automated backup: booted from like a snapshot.
+    Backup(&'a DropletBackup),
 }
 
 impl Image<'_> {
@@ -28,6 +33,7 @@ impl Image<'_> {
         match self {
             Image::Base(i) => i.slug.to_string(),
             Image::Snapshot(x) => x.id.to_string(),
+            Image::Backup(b) => b.image.id.to_string(),
         }
     }
 
@@ -36,6 +42,7 @@ impl Image<'_> {
         match self {
             Image::Base(i) => i.min_disk_size,
             Image::Snapshot(x) => x.min_disk_size,
+            Image::Backup(b) => b.image.min_disk_size,
         }
     }
 
@@ -44,6 +51,7 @@ impl Image<'_> {
         match self {
             Image::Base(_) => None,
             Image::Snapshot(x) => Some(x.region.clone()),
+            Image::Backup(b) => Some(b.image.region.clone()),
         }
     }
 
@@ -51,6 +59,7 @@ impl Image<'_> {
         match self {
             Image::Base(i) => catalog::image_json(i),
             Image::Snapshot(x) => snapshot_image_json(x),
+            Image::Backup(b) => backup_image_json(b),
         }
     }
 }
@@ -65,6 +74,37 @@ pub fn find<'a>(s: &'a StoreState, key: &str) -> Option<Image<'a>> {
         .iter()
         .find(|x| x.id == id)
         .map(Image::Snapshot)
+        .or_else(|| {
+            s.droplet_backups
+                .iter()
+                .find(|b| b.image.id == id)
+                .map(Image::Backup)
+        })
+}
+
+/// The distribution of image `key` (a droplet's `image`), for a copy of a droplet made
+/// from it; `Debian` when the image is gone.
+pub fn distribution_of(s: &StoreState, key: &str) -> String {
+    find(s, key).map_or_else(
+        || "Debian".to_string(),
+        |i| match i {
+            Image::Base(b) => b.distribution.to_string(),
+            Image::Snapshot(x) => x.distribution.clone(),
+            Image::Backup(b) => b.image.distribution.clone(),
+        },
+    )
+}
+
+/// The data a copy holds, in GB to two decimals, from the bytes the hypervisor reports.
+pub fn gigabytes(bytes: u64) -> f64 {
+    (bytes as f64 / 1e9 * 100.0).round() / 100.0
+}
+
+/// A backup as `/v2/images` shows it: a snapshot's image of type `backup`.
+pub fn backup_image_json(b: &DropletBackup) -> Value {
+    let mut v = snapshot_image_json(&b.image);
+    v["type"] = json!("backup");
+    v
 }
 
 /// A snapshot as `/v2/images` shows it (`image` in the spec).
@@ -124,13 +164,15 @@ pub fn ids_of_droplet(s: &StoreState, droplet_id: u64) -> Vec<u64> {
         .collect()
 }
 
-/// `GET /v2/images`: `private=true` lists the account's own (snapshots), `type` filters by
-/// kind (`distribution` is the base images; there are no application images here).
+/// `GET /v2/images`: `private=true` lists the account's own (snapshots and backups), `type`
+/// filters by kind (`distribution` is the base images; there are no application images
+/// here).
 pub async fn list(State(app): State<Arc<App>>, info: ReqInfo) -> Json<Value> {
     let private = info.param("private") == Some("true");
     let kind = info.param("type");
     let base = !private && matches!(kind, None | Some("distribution"));
     let snapshots = matches!(kind, None | Some("snapshot"));
+    let backups = matches!(kind, None | Some("backup"));
     let mut items: Vec<Value> = Vec::new();
     if base {
         items.extend(catalog::IMAGES.iter().map(catalog::image_json));
@@ -140,6 +182,14 @@ pub async fn list(State(app): State<Arc<App>>, info: ReqInfo) -> Json<Value> {
             s.droplet_snapshots
                 .iter()
                 .map(snapshot_image_json)
+                .collect::<Vec<_>>()
+        }));
+    }
+    if backups {
+        items.extend(app.store.read(|s| {
+            s.droplet_backups
+                .iter()
+                .map(backup_image_json)
                 .collect::<Vec<_>>()
         }));
     }
@@ -167,6 +217,14 @@ pub async fn delete(
         ));
     }
     let id = parse_id(&id)?;
+    if app
+        .store
+        .read(|s| s.droplet_backups.iter().any(|b| b.image.id == id))
+    {
+        return Err(ApiError::unprocessable(format!(
+            "image {id} is a backup: backups go when their retention ends or with their droplet"
+        )));
+    }
     delete_snapshot(&app, id).await
 }
 
@@ -231,15 +289,7 @@ pub async fn take(app: Arc<App>, droplet_id: u64, action_id: u64, name: String) 
         return;
     };
     let copied = app.hv.snapshot_droplet(droplet_id, image_id).await;
-    let distribution = app.store.read(|s| {
-        find(s, &droplet.image).map_or_else(
-            || "Debian".to_string(),
-            |i| match i {
-                Image::Base(b) => b.distribution.to_string(),
-                Image::Snapshot(x) => x.distribution.clone(),
-            },
-        )
-    });
+    let distribution = app.store.read(|s| distribution_of(s, &droplet.image));
     let stored = match copied {
         Ok(bytes) => app.store.mutate(|s| {
             s.droplet_snapshots.push(DropletSnapshot {
@@ -249,7 +299,7 @@ pub async fn take(app: Arc<App>, droplet_id: u64, action_id: u64, name: String) 
                 region: droplet.region.clone(),
                 created_at: crate::clock::now_rfc3339(),
                 min_disk_size: droplet.disk,
-                size_gigabytes: (bytes as f64 / 1e9 * 100.0).round() / 100.0,
+                size_gigabytes: gigabytes(bytes),
                 distribution,
                 tags: Vec::new(),
             });

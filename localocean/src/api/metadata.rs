@@ -216,6 +216,7 @@ mod tests {
                     volume_ids: vec![],
                     automount_volume_ids: vec![],
                     backup_policy: None,
+                    backups_since: None,
                     networks_v4: vec![NetworkV4 {
                         ip_address: ip.into(),
                         netmask: "255.255.255.0".into(),

@@ -85,6 +85,9 @@ pub struct App {
     minted: RwLock<Vec<String>>,
     /// Keeps the machines' load balancers in line with the store.
     pub(crate) lb_sync: Arc<load_balancers::LbSync>,
+    /// Droplets whose backup is being copied: never two at once for one droplet, and
+    /// other actions wait (DigitalOcean's "pending event").
+    backups_running: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl App {
@@ -114,9 +117,28 @@ impl App {
             rate: Mutex::new(HashMap::new()),
             minted: RwLock::new(Vec::new()),
             lb_sync: Default::default(),
+            backups_running: Default::default(),
         });
         load_balancers::spawn_sync(&app);
+        backups::spawn_scheduler(&app);
         Ok(app)
+    }
+
+    /// Whether a backup of droplet `id` is being copied now.
+    pub(crate) fn backing_up(&self, id: u64) -> bool {
+        self.backups_running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
+    }
+
+    /// Runs the backup scheduler once as if the time were `now`: deletes the backups whose
+    /// retention ended, then backs up every droplet whose window has started since its
+    /// last backup (or since backups were enabled) and has not ended. The background
+    /// scheduler calls it every minute with the real time; tests call it with a chosen one
+    /// instead of waiting for a window. Returns the ids of the backups taken.
+    pub async fn run_backups(self: &Arc<Self>, now: time::OffsetDateTime) -> Vec<u64> {
+        backups::run(self, now).await
     }
 
     /// Registers what the `ssh_refused` fault calls.

@@ -1655,3 +1655,134 @@ async fn droplet_snapshots_are_images_that_droplets_are_made_from() {
     assert_error(&r, 404, "not_found");
     drop(h.api);
 }
+
+#[tokio::test]
+async fn droplet_backups_are_taken_in_their_window_and_go_with_the_droplet() {
+    let h = start().await;
+    let droplet = h.droplet("kept", &[]).await;
+    let da = "/v2/droplets/{droplet_id}/actions";
+    let actions = format!("/v2/droplets/{droplet}/actions");
+    let r = h
+        .call(
+            "POST",
+            da,
+            &actions,
+            Some(json!({"type": "enable_backups", "backup_policy": {"plan": "daily", "hour": 8}})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let dp = "/v2/droplets/{droplet_id}";
+    let dpath = format!("/v2/droplets/{droplet}");
+    let r = h.call("GET", dp, &dpath, None).await;
+    let start = r.body["droplet"]["next_backup_window"]["start"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let start = time::OffsetDateTime::parse(&start, &time::format_description::well_known::Rfc3339)
+        .unwrap();
+
+    // Before the window nothing is taken; inside it, one backup, once.
+    assert!(h
+        .api
+        .app
+        .run_backups(start - time::Duration::minutes(1))
+        .await
+        .is_empty());
+    let taken = h
+        .api
+        .app
+        .run_backups(start + time::Duration::minutes(10))
+        .await;
+    assert_eq!(taken.len(), 1, "one backup in the window");
+    let id = taken[0];
+    assert!(h
+        .hv
+        .calls()
+        .contains(&format!("snapshot_droplet {droplet} {id}")));
+    assert!(h
+        .api
+        .app
+        .run_backups(start + time::Duration::minutes(20))
+        .await
+        .is_empty());
+
+    let bl = "/v2/droplets/{droplet_id}/backups";
+    let blist = format!("/v2/droplets/{droplet}/backups");
+    let r = h.call("GET", bl, &blist, None).await;
+    assert_eq!(r.body["meta"]["total"], 1, "{}", r.text);
+    let backup = r.body["backups"][0].clone();
+    assert_eq!(backup["id"], id);
+    assert_eq!(backup["type"], "backup");
+    assert_eq!(backup["min_disk_size"], 25);
+    assert_eq!(backup["regions"], json!(["nyc3"]));
+    let r = h.call("GET", dp, &dpath, None).await;
+    assert_eq!(r.body["droplet"]["backup_ids"], json!([id]));
+    assert_eq!(r.body["droplet"]["snapshot_ids"], json!([]));
+    let ip = "/v2/images/{image_id}";
+    let r = h.call("GET", ip, &format!("/v2/images/{id}"), None).await;
+    assert_eq!(r.body["image"]["type"], "backup");
+    for query in [
+        "/v2/images?type=backup",
+        "/v2/images?private=true",
+        "/v2/images",
+    ] {
+        let r = h.call("GET", "/v2/images", query, None).await;
+        assert!(
+            r.body["images"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["id"] == id),
+            "{query} lacks the backup"
+        );
+    }
+    let r = h
+        .call("GET", "/v2/images", "/v2/images?type=snapshot", None)
+        .await;
+    assert_eq!(r.body["meta"]["total"], 0, "a backup is no snapshot");
+
+    // A droplet is made from the backup as from a snapshot.
+    let r = h
+        .call(
+            "POST",
+            "/v2/droplets",
+            "/v2/droplets",
+            Some(json!({"name": "restored", "region": "nyc3", "size": "s-1vcpu-1gb", "image": id})),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.body["droplet"]["image"]["type"], "backup");
+    let made = r.body["droplet"]["id"].as_u64().unwrap();
+    assert_eq!(h.api.app.machine_spec(made).unwrap().image, id.to_string());
+
+    // Backups are not deleted by hand; disabling backups keeps them (until retention).
+    let r = h
+        .raw("DELETE", &format!("/v2/images/{id}"), None, Some(TOKEN))
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    let r = h
+        .call(
+            "POST",
+            da,
+            &actions,
+            Some(json!({"type": "disable_backups"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = h.call("GET", bl, &blist, None).await;
+    assert_eq!(r.body["meta"]["total"], 1, "{}", r.text);
+
+    // The droplet deleted: its backups go with it.
+    let r = h.call("DELETE", dp, &dpath, None).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert!(h.hv.calls().contains(&format!("delete_image {id}")));
+    let r = h
+        .raw("GET", &format!("/v2/images/{id}"), None, Some(TOKEN))
+        .await;
+    assert_error(&r, 404, "not_found");
+    let r = h
+        .call("GET", "/v2/images", "/v2/images?type=backup", None)
+        .await;
+    assert_eq!(r.body["meta"]["total"], 0);
+    drop(h.api);
+}

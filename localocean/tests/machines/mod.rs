@@ -1,6 +1,7 @@
 //! Real droplets on this host (needs root, debootstrap and systemd-nspawn; builds the cached
 //! image on first run): boot, SSH, cloud-init, apt through the proxy, volumes, faults, cleanup.
 
+mod backups;
 mod load_balancer;
 mod reserved_ip;
 mod volumes;
