@@ -7,6 +7,11 @@ use super::error::ResultExt;
 use super::types::*;
 use super::{Client, Error};
 
+/// How long a droplet action refused for a pending event is asked for again.
+const BUSY_FOR: std::time::Duration = std::time::Duration::from_secs(120);
+/// How often it is asked again meanwhile.
+const BUSY_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Client {
     // ---- account, regions, sizes, images -------------------------------------------------
 
@@ -176,21 +181,44 @@ impl Client {
 
     /// Starts an action; wait for it with [`Client::wait_for_action`]. Not retried after a
     /// 5xx: a repeated resize or power cycle is not harmless, the caller re-plans instead.
+    /// Starts an action on a droplet. While DigitalOcean refuses it because the droplet is
+    /// busy with another event (422 "pending event": a backup in its window, an action just
+    /// started), it is asked again every [`BUSY_RETRY`] for up to [`BUSY_FOR`].
     pub async fn droplet_action(
         &self,
         droplet_id: u64,
         action: &DropletAction,
     ) -> Result<Action, Error> {
-        self.post(
-            self.url(&["v2", "droplets", &droplet_id.to_string(), "actions"], &[]),
-            action,
-            "action",
-        )
-        .await
-        .context(
-            &format!("starting {} on droplet", action.name()),
-            droplet_id,
-        )
+        let deadline = std::time::Instant::now() + BUSY_FOR;
+        loop {
+            let r = self
+                .post(
+                    self.url(&["v2", "droplets", &droplet_id.to_string(), "actions"], &[]),
+                    action,
+                    "action",
+                )
+                .await;
+            match r {
+                Err(e)
+                    if e.status() == Some(422)
+                        && e.to_string().to_ascii_lowercase().contains("pending event")
+                        && std::time::Instant::now() + BUSY_RETRY < deadline =>
+                {
+                    tracing::info!(
+                        droplet = droplet_id,
+                        action = action.name(),
+                        "droplet busy with a pending event; asking again"
+                    );
+                    tokio::time::sleep(BUSY_RETRY).await;
+                }
+                r => {
+                    return r.context(
+                        &format!("starting {} on droplet", action.name()),
+                        droplet_id,
+                    )
+                }
+            }
+        }
     }
 
     pub async fn power_off(&self, droplet_id: u64) -> Result<Action, Error> {

@@ -1180,3 +1180,33 @@ fn an_image_of_digits_is_sent_as_an_id_and_anything_else_as_a_slug() {
     assert_eq!(sent("0123"), json!("0123"));
     assert_eq!(sent("ubuntu-24-04-x64"), json!("ubuntu-24-04-x64"));
 }
+
+#[tokio::test]
+async fn a_droplet_action_refused_for_a_pending_event_is_asked_again() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let calls2 = calls.clone();
+    let server = Server::start(move |r| match (r.method.as_str(), r.path.as_str()) {
+        ("POST", "/v2/droplets/9/actions") if calls2.fetch_add(1, Ordering::SeqCst) == 0 => {
+            do_error(422, "unprocessable_entity", "Droplet already has a pending event.")
+        }
+        ("POST", "/v2/droplets/9/actions") => resp(
+            201,
+            json!({"action": {"id": 11, "status": "in-progress", "type": "power_off", "resource_id": 9, "resource_type": "droplet"}}),
+        ),
+        ("POST", "/v2/droplets/10/actions") => {
+            do_error(422, "unprocessable_entity", "Droplet is not in a state to be resized.")
+        }
+        _ => resp(404, json!({"id": "not_found", "message": "no"})),
+    })
+    .await;
+    let c = client(&server, 0);
+    let a = c.power_off(9).await.unwrap();
+    assert_eq!(a.id, 11);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "asked again once");
+    // Any other 422 fails at once, with DigitalOcean's words.
+    let started = Instant::now();
+    let e = c.power_off(10).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(e.status(), Some(422));
+    assert!(e.to_string().contains("not in a state"), "{e}");
+}
