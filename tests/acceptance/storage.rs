@@ -138,13 +138,32 @@ resource "docker_registry" "r" {{
     }
 
     pub(super) fn pull(&self, reference: &str) {
+        if let Err(e) = self.try_pull(reference) {
+            panic!("pull {reference}: {e}");
+        }
+    }
+
+    /// A pull as `admin`; what skopeo said when it fails.
+    pub(super) fn try_pull(&self, reference: &str) -> Result<(), String> {
         let work = tempfile::tempdir().unwrap();
         let out = self.skopeo().pull(
             reference,
             &work.path().join("p"),
             Some(&format!("admin:{ADMIN_PW}")),
         );
-        assert!(out.status.success(), "pull {reference}: {}", text(&out));
+        out.status.success().then_some(()).ok_or_else(|| text(&out))
+    }
+
+    /// Deletes a manifest by digest as `admin` (a push user), as docker's API does.
+    pub(super) fn delete(&self, reference: &str) {
+        let sk = self.skopeo();
+        let out = sk.run(&[
+            "delete",
+            &format!("--cert-dir={}", sk.cert_dir.display()),
+            &format!("--creds=admin:{ADMIN_PW}"),
+            &format!("docker://{reference}"),
+        ]);
+        assert!(out.status.success(), "delete {reference}: {}", text(&out));
     }
 
     pub(super) fn destroy(&self) -> (bool, String) {
@@ -474,14 +493,7 @@ fn volume_keeps_images_across_a_droplet_replacement_and_destroy_needs_force() {
     // While SSH is still refused (HTTPS is not): an image pushed and deleted by digest, for
     // the collection below.
     let (gone, _) = fx.push_as("acc/gone", 512 * 1024);
-    let sk = fx.skopeo();
-    let out = sk.run(&[
-        "delete",
-        &format!("--cert-dir={}", sk.cert_dir.display()),
-        &format!("--creds=admin:{ADMIN_PW}"),
-        &format!("docker://{gone}"),
-    ]);
-    assert!(out.status.success(), "delete as admin: {}", text(&out));
+    fx.delete(&gone);
     if let Some(left) = refusal.checked_sub(refused_at.elapsed()) {
         std::thread::sleep(left + Duration::from_secs(2));
     }
@@ -506,13 +518,7 @@ fn volume_keeps_images_across_a_droplet_replacement_and_destroy_needs_force() {
         "freed {freed} bytes for a 512 KiB layer"
     );
     fx.pull(&by_digest);
-    let work = tempfile::tempdir().unwrap();
-    let out = sk.pull(
-        &gone,
-        &work.path().join("gone"),
-        Some(&format!("admin:{ADMIN_PW}")),
-    );
-    assert!(!out.status.success(), "the deleted image still pulls");
+    assert!(fx.try_pull(&gone).is_err(), "the deleted image still pulls");
     let (ok, out) = fx.destroy();
     assert!(ok, "destroy with force_destroy: {out}");
     assert!(fx.droplets().is_empty());
@@ -675,16 +681,9 @@ fn spaces_bucket_keeps_images_across_a_droplet_replacement_under_pulls() {
     // Garbage collection on Spaces: an image deleted by digest, one collection asked for
     // through the plan; its blobs leave the bucket, the kept image still pulls by digest.
     let (gone, _) = fx.push_as("acc/gone", 512 * 1024);
-    let sk = fx.skopeo();
     // Spaces' clock is this host's: a second's margin for the markers' times.
     let mistake = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
-    let out = sk.run(&[
-        "delete",
-        &format!("--cert-dir={}", sk.cert_dir.display()),
-        &format!("--creds=admin:{ADMIN_PW}"),
-        &format!("docker://{gone}"),
-    ]);
-    assert!(out.status.success(), "delete as admin: {}", text(&out));
+    fx.delete(&gone);
     let before = rt.block_on(provider_s3.usage(&bucket)).unwrap().bytes;
     let collect =
         "  garbage_collection {\n    schedule = \"2099-01-01 03:00:00\"\n    run      = 1\n  }\n";
@@ -704,13 +703,7 @@ fn spaces_bucket_keeps_images_across_a_droplet_replacement_under_pulls() {
         "no last run: {v3}"
     );
     fx.pull(&by_digest);
-    let work = tempfile::tempdir().unwrap();
-    let out = sk.pull(
-        &gone,
-        &work.path().join("gone"),
-        Some(&format!("admin:{ADMIN_PW}")),
-    );
-    assert!(!out.status.success(), "the deleted image still pulls");
+    assert!(fx.try_pull(&gone).is_err(), "the deleted image still pulls");
 
     // keep_deleted_days: the bucket keeps versions, and the delete and the collection are
     // undone from them (every delete marker since the mistake): the image pulls again, whole.
@@ -724,16 +717,9 @@ fn spaces_bucket_keeps_images_across_a_droplet_replacement_under_pulls() {
     );
     eprintln!("spaces undo: {undone} delete markers removed");
     assert!(undone >= 3, "only {undone} deletions to undo");
-    let out = sk.pull(
-        &gone,
-        &work.path().join("back"),
-        Some(&format!("admin:{ADMIN_PW}")),
-    );
-    assert!(
-        out.status.success(),
-        "the undone image does not pull: {}",
-        text(&out)
-    );
+    if let Err(e) = fx.try_pull(&gone) {
+        panic!("the undone image does not pull: {e}");
+    }
 
     let (ok, out) = fx.destroy();
     assert!(
