@@ -241,6 +241,18 @@ impl Netns {
         // pair with both ends inside (this host has no dummy links).
         let name = ns.name.clone();
         let inside = |args: &[&str]| ip(&[&["-n", name.as_str()], args].concat());
+        // No IPv6: a link-local address would appear a second or two after the link is up
+        // (once duplicate detection ends), and Chromium, started by then, would take it for a
+        // network change and abort the page's first load (seen). The namespace's addresses
+        // are all in place before the browser starts, and never change after.
+        ip(&[
+            "netns",
+            "exec",
+            &name,
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6",
+        ]);
         inside(&["link", "set", "lo", "up"]);
         inside(&[
             "link", "add", "online0", "type", "veth", "peer", "name", "online1",
