@@ -796,4 +796,83 @@ impl Client {
         .await
         .context("unassigning reserved IP", ip)
     }
+
+    // ---- load balancers -------------------------------------------------------------------
+
+    /// Not retried after a 5xx: a second balancer would be another address, which no state
+    /// would know.
+    pub async fn create_load_balancer(
+        &self,
+        req: &LoadBalancerRequest,
+    ) -> Result<LoadBalancer, Error> {
+        self.post(
+            self.url(&["v2", "load_balancers"], &[]),
+            req,
+            "load_balancer",
+        )
+        .await
+        .context("creating load balancer", &req.name)
+    }
+
+    /// `None` when the account no longer holds it.
+    pub async fn get_load_balancer(&self, id: &str) -> Result<Option<LoadBalancer>, Error> {
+        self.get_opt(
+            self.url(&["v2", "load_balancers", id], &[]),
+            "load_balancer",
+        )
+        .await
+        .context("reading load balancer", id)
+    }
+
+    /// PUT replaces the whole balancer: rules, check and droplets as in `req`.
+    pub async fn update_load_balancer(
+        &self,
+        id: &str,
+        req: &LoadBalancerRequest,
+    ) -> Result<LoadBalancer, Error> {
+        self.put(
+            self.url(&["v2", "load_balancers", id], &[]),
+            req,
+            "load_balancer",
+        )
+        .await
+        .context("updating load balancer", id)
+    }
+
+    /// A balancer already gone is success.
+    pub async fn delete_load_balancer(&self, id: &str) -> Result<(), Error> {
+        self.delete(self.url(&["v2", "load_balancers", id], &[]), None)
+            .await
+            .context("deleting load balancer", id)
+    }
+
+    /// Adding a droplet that is already there changes nothing: retried like a PUT.
+    pub async fn add_load_balancer_droplets(
+        &self,
+        id: &str,
+        droplet_ids: &[u64],
+    ) -> Result<(), Error> {
+        self.post_idempotent_empty(
+            self.url(&["v2", "load_balancers", id, "droplets"], &[]),
+            &json!({ "droplet_ids": droplet_ids }),
+        )
+        .await
+        .context("adding droplets to load balancer", id)
+    }
+
+    /// The droplets stop getting new connections; the ones they hold are drained. A balancer
+    /// already gone counts as success.
+    pub async fn remove_load_balancer_droplets(
+        &self,
+        id: &str,
+        droplet_ids: &[u64],
+    ) -> Result<(), Error> {
+        let body = json!({ "droplet_ids": droplet_ids });
+        self.delete(
+            self.url(&["v2", "load_balancers", id, "droplets"], &[]),
+            Some(&body),
+        )
+        .await
+        .context("removing droplets from load balancer", id)
+    }
 }

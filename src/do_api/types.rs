@@ -698,3 +698,62 @@ pub struct UptimeAlert {
     pub notifications: UptimeNotifications,
     pub period: String,
 }
+
+/// `forwarding_rule`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct ForwardingRule {
+    pub entry_protocol: String,
+    pub entry_port: u16,
+    pub target_protocol: String,
+    pub target_port: u16,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls_passthrough: bool,
+}
+
+/// `health_check`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct HealthCheck {
+    pub protocol: String,
+    pub port: u16,
+    #[serde(default)]
+    pub path: String,
+    pub check_interval_seconds: u32,
+    pub response_timeout_seconds: u32,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+}
+
+/// The body of `POST /v2/load_balancers` and `PUT /v2/load_balancers/{id}` (a regional
+/// balancer, droplets by id).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct LoadBalancerRequest {
+    pub name: String,
+    pub region: String,
+    pub forwarding_rules: Vec<ForwardingRule>,
+    pub health_check: HealthCheck,
+    pub droplet_ids: Vec<u64>,
+}
+
+/// `load_balancer`: what the resource reads of it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct LoadBalancer {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// Empty while it is `new` (provisioning).
+    #[serde(default, deserialize_with = "null_as_empty_string")]
+    pub ip: String,
+    /// `new`, `active` or `errored`.
+    #[serde(default)]
+    pub status: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub droplet_ids: Vec<u64>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub forwarding_rules: Vec<ForwardingRule>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+}
+
+fn null_as_empty_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}

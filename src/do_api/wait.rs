@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use super::types::{Action, Droplet, Snapshot};
+use super::types::{Action, Droplet, LoadBalancer, Snapshot};
 use super::{Client, Error};
 
 /// What one poll saw.
@@ -165,6 +165,29 @@ impl Client {
                 Some(s) => Poll::Done(s),
                 None => Poll::Pending("not found".into()),
             })
+        })
+        .await
+    }
+
+    /// Waits until the balancer is `active` and has its address (DigitalOcean shows it `new`
+    /// with no address while it provisions); `errored` fails the wait.
+    pub async fn wait_for_load_balancer(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<LoadBalancer, Error> {
+        let what = &format!("waiting for load balancer ({id}) to become active");
+        self.poll_until(what, timeout, |_| async move {
+            match self.get_load_balancer(id).await? {
+                Some(lb) if lb.status == "active" && !lb.ip.is_empty() => Ok(Poll::Done(lb)),
+                Some(lb) if lb.status == "errored" => Err(Error::UnexpectedState {
+                    what: what.clone(),
+                    state: lb.status,
+                    target: "active".into(),
+                }),
+                Some(lb) => Ok(Poll::Pending(lb.status)),
+                None => Ok(Poll::Pending("not found".into())),
+            }
         })
         .await
     }
