@@ -119,8 +119,9 @@ pub enum Challenge {
         client: do_api::Client,
         domain: String,
     },
-    /// A file under `paths::ACME_HTTP01_DIR` on the droplet, served by nginx on port 80.
-    Http01 { transport: Arc<dyn Transport> },
+    /// A file under `paths::ACME_HTTP01_DIR` on every droplet (several behind a load
+    /// balancer: the CA's check reaches any of them), served by nginx on port 80.
+    Http01 { transports: Vec<Arc<dyn Transport>> },
     /// A TXT record in the droplet's own DNS server, to which `_acme-challenge.<fqdn>` is
     /// delegated (renewal on the droplet with DNS-01); `server` answers for it (the droplet's
     /// address, port 53) when the provider has no `acme_dns_servers`.
@@ -833,7 +834,7 @@ async fn order(
                 tracing::info!(record = %record, servers = %dns::describe(&servers), "ACME TXT record visible on the droplet's DNS");
                 record_name = Some(record);
             }
-            Challenge::Http01 { transport } => {
+            Challenge::Http01 { transports } => {
                 // The token names a file on the droplet: only base64url characters may pass.
                 let token = ch.token.clone();
                 if token.is_empty()
@@ -848,17 +849,19 @@ async fn order(
                     });
                 }
                 let path = format!("{}/{token}", paths::ACME_HTTP01_DIR);
-                placed.push(Placed::File {
-                    transport: transport.clone(),
-                    path: path.clone(),
-                });
-                transport
-                    .upload(&path, key_auth.as_str().as_bytes(), 0o644)
-                    .await
-                    .map_err(|source| AcmeError::Upload {
+                for transport in transports {
+                    placed.push(Placed::File {
+                        transport: transport.clone(),
                         path: path.clone(),
-                        source,
-                    })?;
+                    });
+                    transport
+                        .upload(&path, key_auth.as_str().as_bytes(), 0o644)
+                        .await
+                        .map_err(|source| AcmeError::Upload {
+                            path: path.clone(),
+                            source,
+                        })?;
+                }
                 tracing::info!(path = %path, "ACME HTTP-01 answer written");
             }
         }

@@ -654,7 +654,7 @@ async fn pebble_http01_issues_through_the_transport_and_removes_the_file() {
         FQDN,
         KeyType::Rsa2048,
         Challenge::Http01 {
-            transport: transport.clone(),
+            transports: vec![transport.clone()],
         },
     )
     .await
@@ -682,7 +682,7 @@ async fn pebble_http01_failure_names_the_url() {
         FQDN,
         KeyType::EcdsaP256,
         Challenge::Http01 {
-            transport: transport.clone(),
+            transports: vec![transport.clone()],
         },
     )
     .await
