@@ -143,6 +143,9 @@ pub struct RegistrySpec {
     pub acme_http01_dir: String,
     /// Serve the web page at `https://<fqdn>/` (see `ui`).
     pub ui: bool,
+    /// Answer a load balancer's health check at [`nginx::HEALTH_PATH`] on port 80 (several
+    /// droplets behind a balancer).
+    pub health_check: bool,
     /// The droplet renews its certificate itself (`tls.renew = "droplet"` with ACME).
     pub renewal: Option<renewal::RenewalSpec>,
     /// Garbage collection on the droplet (`garbage_collection`), when configured.
@@ -161,6 +164,7 @@ impl RegistrySpec {
             tls: TlsPaths::default(),
             acme_http01_dir: paths::ACME_HTTP01_DIR.to_owned(),
             ui: false,
+            health_check: false,
             renewal: None,
             gc: None,
         }

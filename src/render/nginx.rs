@@ -19,6 +19,22 @@ pub const TOKEN_BURST: u32 = 40;
 /// password, then the njs handler fetches the registry's listing with a catalog token.
 pub const CATALOG_WITH_PASSWORD: &str = "/_registry/catalog-with-password";
 /// The handler's subrequest to the registry's `/v2/_catalog`, with that token.
+/// Where a load balancer checks each droplet (see [`health_location`]).
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// The load balancer's health check, when there is one: the registry itself, straight (not
+/// through the upstream, whose backup answers while the registry is down), with no
+/// credentials. The registry answers 200 at `/` while it runs and its storage checks pass,
+/// 503 when they fail.
+fn health_location(spec: &RegistrySpec) -> String {
+    if !spec.health_check {
+        return String::new();
+    }
+    format!(
+        "    # A load balancer's health check: the registry itself, with no credentials.\n    location = {HEALTH_PATH} {{\n        access_log off;\n        proxy_pass http://127.0.0.1:5000/;\n    }}\n\n"
+    )
+}
+
 pub const CATALOG_UPSTREAM: &str = "/_registry/catalog-upstream";
 
 /// The site file. User changes never require rendering it again: nginx reads the htpasswd
@@ -125,12 +141,13 @@ pub fn nginx_site(spec: &RegistrySpec, token: &TokenKey) -> Result<String, Rende
         default_type text/plain;
     }}
 
-    # The fqdn, not $host: a forged Host header must not turn this into an open redirect.
+{health}    # The fqdn, not $host: a forged Host header must not turn this into an open redirect.
     location / {{
         return 301 https://{fqdn}$request_uri;
     }}
 }}
-"
+",
+        health = health_location(spec)
     );
     let realm = if spec.anonymous_pull {
         "$registry_token_realm".to_owned()
