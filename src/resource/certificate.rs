@@ -58,11 +58,15 @@ fn issue_locally(st: &mut RegistryState, m: &Model) -> Result<()> {
             not_after: info.not_after,
         }
     } else {
-        // The reserved IP first: clients that reach the registry by address use it.
+        // The reserved IP first: clients that reach the registry by address use it. Behind a
+        // load balancer, its address only: every droplet serves the same certificate, and
+        // droplets come and go.
+        let own = known(&st.load_balancer_ip).is_none();
         let ips: Vec<IpAddr> = [
+            known(&st.load_balancer_ip),
             known(&st.reserved_ip_address),
-            known(&st.ipv4_address),
-            known(&st.ipv6_address),
+            known(&st.ipv4_address).filter(|_| own),
+            known(&st.ipv6_address).filter(|_| own),
         ]
         .into_iter()
         .flatten()
@@ -131,8 +135,16 @@ pub async fn order_http01(
     m: &Model,
     deadline: Instant,
 ) -> Result<()> {
-    let transport: Arc<dyn Transport> = env.connect(st, deadline).await?;
-    order(&env.settings, st, m, acme::Challenge::Http01 { transport }).await
+    // Behind a load balancer the CA's check reaches any droplet: the answer goes on each.
+    let mut transports: Vec<Arc<dyn Transport>> = Vec::new();
+    for (id, ip) in super::fleet::members(st) {
+        let v = super::fleet::view(st, id, &ip);
+        transports.push(env.connect(&v, deadline).await?);
+    }
+    if transports.is_empty() {
+        transports.push(env.connect(st, deadline).await?);
+    }
+    order(&env.settings, st, m, acme::Challenge::Http01 { transports }).await
 }
 
 /// A new certificate for `st` (tls changed, renewal due, self-signed SANs changed).
@@ -569,7 +581,9 @@ pub fn self_signed_addresses_changed(prior: &RegistryState, st: &RegistryState, 
     if m.tls.source != TlsSource::SelfSigned {
         return false;
     }
-    if prior.reserved_ip_address != st.reserved_ip_address {
+    if prior.reserved_ip_address != st.reserved_ip_address
+        || prior.load_balancer_ip != st.load_balancer_ip
+    {
         return true;
     }
     let (Some(ip), Some(pem)) = (

@@ -36,6 +36,8 @@ pub async fn create(env: &Env, st: &mut RegistryState, m: &Model, deadline: Inst
     st.acme_account_key = Value::Null;
     st.caa_record_id = Value::Null;
     st.retired_droplet_ids = Value::Value(Vec::new());
+    st.load_balancer_id = Value::Null;
+    st.load_balancer_ip = Value::Null;
     // A create killed halfway before this one left parts no state knows: gone first.
     droplet::sweep_interrupted(env, m, &[], true).await?;
     sweep_storage(env, m).await?;
@@ -92,6 +94,7 @@ pub async fn create(env: &Env, st: &mut RegistryState, m: &Model, deadline: Inst
         droplet::converge_and_verify(env, st, m, deadline).await?;
         timeline("registry verified");
         droplet::done_creating(env, st, m).await;
+        more_droplets(env, st, m, deadline).await?;
         storage_created(env, st, m, marker.as_ref()).await;
         return Ok(());
     }
@@ -115,19 +118,46 @@ pub async fn create(env: &Env, st: &mut RegistryState, m: &Model, deadline: Inst
     certificate::prepare_renewal(env, st, m).await?;
     droplet::converge_and_verify(env, st, m, deadline).await?;
     droplet::done_creating(env, st, m).await;
+    more_droplets(env, st, m, deadline).await?;
     storage_created(env, st, m, marker.as_ref()).await;
     // Monitors a registry that serves: made last.
     super::monitoring::ensure(env, &RegistryState::default(), st, m).await
 }
 
+/// With `replicas`: the droplets after the first, each verified before it joins the load
+/// balancer; else the lists name the one droplet.
+async fn more_droplets(
+    env: &Env,
+    st: &mut RegistryState,
+    m: &Model,
+    deadline: Instant,
+) -> Result<()> {
+    if m.replicas > 1 {
+        super::fleet::grow(env, st, m, deadline).await
+    } else {
+        super::fleet::settle_single(st);
+        Ok(())
+    }
+}
+
 /// With `reserved_ip`: the reserved IP made and assigned to the droplet (active by now),
-/// before the record is made, so the record points at it from the start.
+/// before the record is made, so the record points at it from the start. With `replicas`:
+/// the load balancer, with the first droplet in it, for the same reason.
 async fn reserve_address(
     env: &Env,
     st: &mut RegistryState,
     m: &Model,
     deadline: Instant,
 ) -> Result<()> {
+    if m.replicas > 1 {
+        st.reserved_ip_address = Value::Null;
+        let droplet = st
+            .droplet_id
+            .as_ref_option()
+            .map(|i| *i as u64)
+            .ok_or(Error::MissingState("droplet id"))?;
+        return super::fleet::ensure_balancer(env, st, m, &[droplet], deadline).await;
+    }
     if !m.reserved_ip {
         st.reserved_ip_address = Value::Null;
         return Ok(());

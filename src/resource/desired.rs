@@ -66,6 +66,7 @@ pub fn spec_of(st: &RegistryState, m: &Model) -> Option<RegistrySpec> {
     spec.users = users_of(st, m);
     spec.anonymous_pull = m.anonymous_pull;
     spec.ui = m.ui;
+    spec.health_check = m.replicas > 1;
     spec.renewal = super::certificate::renewal_spec(st, m);
     spec.gc = m.gc.as_ref().map(|g| render::gc::GcSpec {
         schedule: g.schedule.clone(),

@@ -1,8 +1,8 @@
 //! Destroy: stored images first. Unless `force_destroy`, writes stop (nginx answers 503) and
 //! the volume or bucket is measured now; one that holds images, or cannot be measured now,
 //! stops the destroy before anything is deleted, and writes resume. Then the certificate
-//! (revoked when asked), records, reserved IP, firewall, droplets, volume, bucket and the
-//! registry's key.
+//! (revoked when asked), records, reserved IP, load balancer, firewall, droplets, volume,
+//! bucket and the registry's key.
 //! What is already gone counts as deleted; a bucket the registry did not create is kept.
 
 use std::sync::Arc;
@@ -99,17 +99,22 @@ pub async fn destroy(
             failed = true;
         }
     }
+    if let Some(lb) = known(&st.load_balancer_id) {
+        // Before the droplets: it sends them nothing more.
+        if let Err(e) = client.delete_load_balancer(lb).await {
+            diag::error(diags, format!("Deleting load balancer ({lb})"), &e.into());
+            failed = true;
+        }
+    }
     if let Some(fw) = known(&st.firewall_id) {
         if let Err(e) = client.delete_firewall(fw).await {
             diag::error(diags, format!("Deleting firewall ({fw})"), &e.into());
             failed = true;
         }
     }
-    let droplets = st
-        .droplet_id
-        .as_ref_option()
-        .map(|id| *id as u64)
+    let droplets = super::fleet::members(st)
         .into_iter()
+        .map(|(id, _)| id)
         .chain(retired_droplets(st));
     for id in droplets {
         if let Err(e) = client.delete_droplet(id).await {

@@ -77,7 +77,7 @@ pub async fn boot(
     tracing::info!(droplet = droplet.id, fqdn = %m.fqdn, "droplet created");
 
     // The firewall needs only the droplet's id: make it while the droplet boots.
-    let fw_req = firewall_request(m, droplet.id);
+    let fw_req = firewall_request(m, &[droplet.id]);
     let remaining = deadline.saturating_duration_since(Instant::now());
     let need_firewall = known(&st.firewall_id).is_none();
     let firewall = async {
@@ -121,6 +121,12 @@ pub async fn converge_and_verify(
     m: &Model,
     deadline: Instant,
 ) -> Result<()> {
+    if known(&st.load_balancer_id).is_some() {
+        // Behind a balancer: on the droplet's own address, then through the balancer once
+        // its checks pass.
+        converge_and_verify_at(env, st, m, deadline, Outside::OwnAddress).await?;
+        return super::fleet::verify_through_balancer(env, st, m, deadline).await;
+    }
     converge_and_verify_at(env, st, m, deadline, Outside::Registry).await
 }
 
@@ -354,7 +360,7 @@ pub async fn sweep_interrupted(env: &Env, m: &Model, keep: &[u64], parts: bool) 
     if !parts {
         return Ok(());
     }
-    let fw_name = firewall_request(m, 0).name;
+    let fw_name = firewall_request(m, &[]).name;
     for f in client.list_firewalls().await? {
         if f.name == fw_name && f.droplet_ids.iter().all(|d| left.contains(d)) {
             tracing::warn!(firewall = %f.id, "deleting a firewall an interrupted create left");

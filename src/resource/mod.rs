@@ -9,6 +9,7 @@ pub mod destroy;
 pub mod droplet;
 pub mod env;
 pub mod error;
+pub mod fleet;
 pub mod host_key;
 pub mod import;
 pub mod limits;

@@ -23,6 +23,8 @@ pub const DEFAULT_DELETE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// The longest timeout accepted: a week. Longer values get a plan-time diagnostic, and a
 /// deadline never overflows `Instant`.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Most droplets one registry runs behind its load balancer.
+pub const MAX_REPLICAS: u32 = 10;
 
 /// Generates a string-backed enum: its HCL spellings, parsing, printing, and the default.
 macro_rules! choice {
@@ -222,6 +224,8 @@ pub struct Model {
     pub ui: bool,
     /// A reserved IP holds the registry's address.
     pub reserved_ip: bool,
+    /// How many droplets serve the registry (at least 1).
+    pub replicas: u32,
     pub tags: Vec<String>,
     pub users: Vec<User>,
     pub tls: Tls,
@@ -303,6 +307,11 @@ impl Model {
             anonymous_pull: st.anonymous_pull.as_ref_option().copied().unwrap_or(false),
             ui: st.ui.as_ref_option().copied().unwrap_or(false),
             reserved_ip: st.reserved_ip.as_ref_option().copied().unwrap_or(false),
+            replicas: st
+                .replicas
+                .as_ref_option()
+                .map(|n| (*n).clamp(1, MAX_REPLICAS as i64) as u32)
+                .unwrap_or(1),
             tags: strings(&st.tags),
             users,
             tls: Tls {

@@ -16,8 +16,9 @@ use crate::do_api::{self, Client};
 pub const RECORD_TTL: u32 = 30;
 
 /// 22 from `ssh_allowed_cidrs`, 80 and 443 from anywhere (and 53, UDP and TCP, when the
-/// droplet answers its own DNS-01 challenges); everything out.
-pub fn firewall_request(m: &Model, droplet_id: u64) -> do_api::FirewallRequest {
+/// droplet answers its own DNS-01 challenges); everything out. With a load balancer too:
+/// each droplet is checked on its own address before it joins (and people may reach one).
+pub fn firewall_request(m: &Model, droplet_ids: &[u64]) -> do_api::FirewallRequest {
     let anywhere = || do_api::FirewallTarget {
         addresses: vec!["0.0.0.0/0".into(), "::/0".into()],
         ..Default::default()
@@ -29,7 +30,7 @@ pub fn firewall_request(m: &Model, droplet_id: u64) -> do_api::FirewallRequest {
     };
     do_api::FirewallRequest {
         name: format!("{}-registry", m.name),
-        droplet_ids: vec![droplet_id],
+        droplet_ids: droplet_ids.to_vec(),
         tags: vec![],
         inbound_rules: vec![
             rule(
@@ -67,16 +68,17 @@ pub fn firewall_request(m: &Model, droplet_id: u64) -> do_api::FirewallRequest {
     }
 }
 
-/// The firewall for droplet `id`: recreated when it is gone, updated when the SSH sources
-/// changed (or the plan could not tell), kept otherwise; `st.firewall_id` says which it is.
+/// The firewall for the droplets `ids`: recreated when it is gone, updated when the SSH
+/// sources changed (or the plan could not tell), kept otherwise; `st.firewall_id` says which
+/// it is.
 pub async fn ensure_firewall(
     client: &Client,
     prior: &RegistryState,
     st: &mut RegistryState,
     m: &Model,
-    id: u64,
+    ids: &[u64],
 ) -> Result<()> {
-    let req = firewall_request(m, id);
+    let req = firewall_request(m, ids);
     match known(&prior.firewall_id) {
         Some(fw)
             if prior.ssh_allowed_cidrs != st.ssh_allowed_cidrs || st.firewall_id.is_unknown() =>
@@ -133,10 +135,12 @@ pub async fn domain_of(client: &Client, fqdn: &str) -> Result<(String, String)> 
         })
 }
 
-/// Where the A record points and the outside checks go: the reserved IP when the registry
-/// has one, else the droplet's own IPv4 address.
+/// Where the A record points and the outside checks go: the load balancer when the registry
+/// has one, else the reserved IP when it has one, else the droplet's own IPv4 address.
 pub fn record_target(st: &RegistryState) -> Option<&str> {
-    known(&st.reserved_ip_address).or_else(|| known(&st.ipv4_address))
+    known(&st.load_balancer_ip)
+        .or_else(|| known(&st.reserved_ip_address))
+        .or_else(|| known(&st.ipv4_address))
 }
 
 /// Plan: turning `reserved_ip` on makes an address only apply knows (as does a reserved IP

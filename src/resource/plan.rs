@@ -24,7 +24,7 @@ use crate::storage::{self, volume};
 macro_rules! defaulted_arguments {
     ($then:ident) => {
         $then!(
-            [size, image, ssh_allowed_cidrs, anonymous_pull, ui, reserved_ip],
+            [size, image, ssh_allowed_cidrs, anonymous_pull, ui, reserved_ip, replicas],
             tls: [source, challenge, key_type, renew_before_days, revoke_on_destroy, caa, renew, renew_interval],
             storage: [backend, force_destroy, spaces_redirect]
         )
@@ -80,6 +80,10 @@ pub fn apply_defaults(st: &mut RegistryState) {
     if st.reserved_ip.is_null() {
         st.reserved_ip = Value::Value(false);
     }
+    if st.replicas.is_null() {
+        st.replicas = Value::Value(1);
+    }
+    let st_replicas = st.replicas.as_ref_option().copied().unwrap_or(1);
     if let Value::Value(t) = &mut st.tls {
         if t.source.is_null() {
             t.source = s(TlsSource::default().as_str());
@@ -100,7 +104,13 @@ pub fn apply_defaults(st: &mut RegistryState) {
             t.caa = Value::Value(false);
         }
         if t.renew.is_null() {
-            t.renew = s(super::model::RenewMode::default().as_str());
+            // Several droplets cannot each renew alone (see `validate::check_replicas`).
+            let several = st_replicas > 1;
+            t.renew = s(if several {
+                super::model::RenewMode::Plan.as_str()
+            } else {
+                super::model::RenewMode::default().as_str()
+            });
         }
         if t.renew_interval.is_null() {
             t.renew_interval = s(super::model::DEFAULT_RENEW_INTERVAL);
@@ -462,6 +472,7 @@ pub fn plan_update(
     }
     super::replace::plan_retired(diags, prior, &mut st);
     let new_droplet = super::replace::new_droplet_reason(prior, &st);
+    let fleet = super::fleet::in_use(prior, &m);
     if let Some(why) = new_droplet {
         // A fresh droplet is created, converged and verified, the record switched to it,
         // and the old one deleted after the record's TTL: everything about the machine
@@ -474,7 +485,7 @@ pub fn plan_update(
         st.files_digest = Value::Unknown;
         // The old droplet is listed there if it cannot be deleted after the switch.
         st.retired_droplet_ids = Value::Unknown;
-        if m.tls.source == TlsSource::SelfSigned {
+        if m.tls.source == TlsSource::SelfSigned && !fleet {
             // Its SANs hold the droplet's addresses.
             st.certificate_pem = Value::Unknown;
             st.certificate_not_after = Value::Unknown;
@@ -487,6 +498,11 @@ pub fn plan_update(
         };
         if imported {
             plan_imported(diags, prior, &mut st, &m, switch);
+        } else if fleet {
+            diags.root_warning(
+                "The droplets will be replaced one at a time",
+                format!("{why}: for each droplet, a new one is created, converged, verified on its own address and added to the load balancer, and once the balancer's checks pass the old one is taken out of it, drained and deleted. Pulls and pushes go on throughout."),
+            );
         } else {
             diags.root_warning(
                 "The droplet will be replaced",
@@ -500,6 +516,7 @@ pub fn plan_update(
         );
     }
     super::network::plan_reserved_ip(prior, &mut st, &m);
+    super::fleet::plan(prior, &mut st, &m, new_droplet.is_some());
     super::host_key::plan(diags, prior, &mut st, new_droplet.is_some());
     users::plan(&mut st, Some(prior));
     // An imported registry's certificate key is unknown: a new certificate.

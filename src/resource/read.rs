@@ -27,6 +27,12 @@ pub async fn read(
 ) -> Option<RegistryState> {
     let client = &env.client;
     forget_deleted_retirees(diags, env, &mut st).await;
+    if st.replicas.is_null() {
+        // A state from before `replicas`: one droplet.
+        st.replicas = Value::Value(1);
+    }
+    // The load balancer, and the droplets after the first (the first may change: see there).
+    super::fleet::read(env, diags, &mut st).await;
     let mut reserved = None;
     if let Some(ip) = known(&st.reserved_ip_address).map(str::to_owned) {
         // A reserved IP deleted by hand: the next plan makes another (see `plan_reserved_ip`).
@@ -55,6 +61,16 @@ pub async fn read(
     }
     st.ipv4_address = droplet.public_ipv4().map(s).unwrap_or(Value::Null);
     st.ipv6_address = droplet.public_ipv6().map(s).unwrap_or(Value::Null);
+    let mut members = super::fleet::members(&st);
+    match members.first_mut() {
+        Some(first) if first.0 == id => {
+            first.1 = known(&st.ipv4_address).unwrap_or_default().to_owned()
+        }
+        _ => members = vec![(id, known(&st.ipv4_address).unwrap_or_default().to_owned())],
+    }
+    let ipv6 = st.ipv6_address.clone();
+    super::fleet::set_members(&mut st, &members);
+    st.ipv6_address = ipv6;
     st.name = s(droplet.name.clone());
     if !droplet.size_slug.is_empty() {
         st.size = s(droplet.size_slug.clone());
@@ -228,6 +244,8 @@ fn droplet_gone(diags: &mut Diagnostics, st: &mut RegistryState, id: u64) {
     st.droplet_id = Value::Null;
     st.ipv4_address = Value::Null;
     st.ipv6_address = Value::Null;
+    st.droplet_ids = Value::Value(Vec::new());
+    st.ipv4_addresses = Value::Value(Vec::new());
     st.files_digest = Value::Null;
     st.registry_version = Value::Null;
 }

@@ -102,7 +102,7 @@ fn set_retired(st: &mut RegistryState, ids: Vec<u64>) {
         Value::Value(ids.into_iter().map(|i| Value::Value(i as i64)).collect());
 }
 
-fn retire(st: &mut RegistryState, id: u64) {
+pub(super) fn retire(st: &mut RegistryState, id: u64) {
     let mut ids = retired_droplets(st);
     if !ids.contains(&id) {
         ids.push(id);
@@ -110,7 +110,7 @@ fn retire(st: &mut RegistryState, id: u64) {
     set_retired(st, ids);
 }
 
-fn unretire(st: &mut RegistryState, id: u64) {
+pub(super) fn unretire(st: &mut RegistryState, id: u64) {
     let ids = retired_droplets(st)
         .into_iter()
         .filter(|i| *i != id)
@@ -180,7 +180,7 @@ pub async fn replace_droplet(
         droplet::converge_and_verify_at(env, st, m, deadline, Outside::OwnAddress).await?;
         if let Some(fw) = known(&st.firewall_id) {
             client
-                .update_firewall(fw, &firewall_request(m, new_id))
+                .update_firewall(fw, &firewall_request(m, &[new_id]))
                 .await?;
         }
         Ok(())

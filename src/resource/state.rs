@@ -133,6 +133,9 @@ pub struct RegistryState {
     pub ui: B,
     pub reserved_ip: B,
     pub tags: Value<Vec<S>>,
+    /// Absent from states written before it existed (one droplet).
+    #[serde(default)]
+    pub replicas: N,
     #[serde(with = "serde_as_vec")]
     pub tls: Value<TlsState>,
     #[serde(with = "serde_as_vec")]
@@ -151,6 +154,16 @@ pub struct RegistryState {
     pub droplet_id: N,
     pub ipv4_address: S,
     pub ipv6_address: S,
+    /// Every droplet, `droplet_id` first; absent from states written before replicas.
+    #[serde(default)]
+    pub droplet_ids: Value<Vec<N>>,
+    #[serde(default)]
+    pub ipv4_addresses: Value<Vec<S>>,
+    /// With `replicas` of 2 or more: the load balancer and its address (the record's target).
+    #[serde(default)]
+    pub load_balancer_id: S,
+    #[serde(default)]
+    pub load_balancer_ip: S,
     /// The reserved IP the A record points at, with `reserved_ip = true`.
     pub reserved_ip_address: S,
     pub url: S,
@@ -244,6 +257,10 @@ macro_rules! computed_attributes {
             droplet_id,
             ipv4_address,
             ipv6_address,
+            droplet_ids,
+            ipv4_addresses,
+            load_balancer_id,
+            load_balancer_ip,
             reserved_ip_address,
             url,
             domain,

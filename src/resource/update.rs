@@ -13,6 +13,7 @@ use super::desired::s;
 use super::droplet;
 use super::env::Env;
 use super::error::{storage_attr, Error, Result, ResultExt};
+use super::fleet;
 use super::model::Model;
 use super::network::{ensure_firewall, ensure_record, ensure_reserved_ip, release_reserved_ip};
 use super::replace::{delete_retired, new_droplet_reason, replace_droplet};
@@ -38,8 +39,12 @@ pub async fn update(
         st.http_secret = super::desired::s(droplet::random_hex(32));
     }
     delete_retired(env, diags, st, prior).await;
+    if fleet::in_use(prior, m) {
+        return update_fleet(env, diags, prior, st, m, deadline).await;
+    }
     if new_droplet_reason(prior, st).is_some() {
         replace_droplet(env, diags, prior, st, m, deadline).await?;
+        fleet::settle_single(st);
         return super::monitoring::ensure(env, prior, st, m).await;
     }
     let client = &env.client;
@@ -64,7 +69,7 @@ pub async fn update(
     }
     super::backups::update(env, prior, m, id, deadline).await?;
     // Firewall: recreated when gone, updated when the SSH sources changed.
-    ensure_firewall(client, prior, st, m, id).await?;
+    ensure_firewall(client, prior, st, m, &[id]).await?;
     if m.reserved_ip {
         // Turned on (or its address is gone): made and assigned before the record moves.
         ensure_reserved_ip(env, st, m, id, deadline).await?;
@@ -112,6 +117,100 @@ pub async fn update(
         st.retention_deleted = super::retention::to_state(&deleted);
     }
     collect_if_asked(env, prior, st, m, deadline).await?;
+    fleet::settle_single(st);
+    super::monitoring::ensure(env, prior, st, m).await
+}
+
+/// The update of a registry with several droplets (or going to or from several): the
+/// balancer and the record first, each droplet's settings, the certificate, then the droplets
+/// themselves: fewer (drained first), converged (or replaced one at a time), more (each
+/// verified before it joins); back to one, the record leaves the balancer, which is deleted
+/// once the record's TTL has passed. `st` names the droplets that serve at every step, so a
+/// failure keeps them all.
+async fn update_fleet(
+    env: &Env,
+    diags: &mut Diagnostics,
+    prior: &RegistryState,
+    st: &mut RegistryState,
+    m: &Model,
+    deadline: Instant,
+) -> Result<()> {
+    let client = &env.client;
+    let replacing = new_droplet_reason(prior, st).is_some();
+    fleet::set_members(st, &fleet::members(prior));
+    st.ipv6_address = prior.ipv6_address.clone();
+    st.load_balancer_id = prior.load_balancer_id.clone();
+    st.load_balancer_ip = prior.load_balancer_ip.clone();
+    if st.record_id.is_unknown() {
+        st.record_id = prior.record_id;
+    }
+    users::fill(st, Some(prior)).await?;
+    // Fewer droplets first: nothing is done to those that leave.
+    fleet::shrink(env, diags, st, m).await?;
+    let ids: Vec<u64> = fleet::members(st).iter().map(|(id, _)| *id).collect();
+    ensure_firewall(client, prior, st, m, &ids).await?;
+    let single = m.replicas == 1;
+    if !single {
+        fleet::ensure_balancer(env, st, m, &ids, deadline).await?;
+    } else {
+        // Back to one droplet: the record points at it from now on.
+        st.load_balancer_ip = Value::Null;
+    }
+    if st.record_id.is_null()
+        || super::network::record_target(prior) != super::network::record_target(st)
+    {
+        ensure_record(client, st).await?;
+    }
+    let remaining = || deadline.saturating_duration_since(Instant::now());
+    if !replacing {
+        for &id in &ids {
+            let wait = |a: Action| async move { client.wait_for_action(a.id, remaining()).await };
+            if prior.name != st.name && !m.name.is_empty() {
+                wait(client.rename(id, &m.name).await?).await?;
+            }
+            if prior.size != st.size && known(&st.size).is_some() {
+                // One droplet at a time: the balancer's checks send requests to the others.
+                wait(client.power_off(id).await?).await?;
+                wait(client.resize(id, &m.size).await?).await?;
+                wait(client.power_on(id).await?).await?;
+            }
+            super::backups::update(env, prior, m, id, deadline).await?;
+            if prior.tags != st.tags {
+                let old = Model::of(prior).tags;
+                for t in m.tags.iter().filter(|t| !old.contains(t)) {
+                    client.tag_droplet(t, id).await?;
+                }
+                for t in old.iter().filter(|t| !m.tags.contains(t)) {
+                    client.untag_droplet(t, id).await?;
+                }
+            }
+        }
+        if prior.ssh_key_fingerprints != st.ssh_key_fingerprints {
+            for (id, ip) in fleet::members(st) {
+                droplet::set_people_keys(env, &fleet::view(st, id, &ip), m, deadline).await?;
+            }
+        }
+    }
+    super::create::keep_deleted(env, m, Model::of(prior).storage.keep_deleted_days).await?;
+    if st.certificate_pem.is_unknown() {
+        certificate::obtain(env, st, m, deadline).await?;
+    }
+    certificate::drop_caa(env, prior, st).await?;
+    certificate::prepare_renewal(env, st, m).await?;
+    if replacing {
+        fleet::roll(env, diags, st, m, deadline).await?;
+    } else if !fleet::members(st).is_empty() {
+        fleet::converge_all(env, st, m, deadline).await?;
+    }
+    fleet::grow(env, st, m, deadline).await?;
+    if single && known(&st.load_balancer_id).is_some() {
+        // A client that resolved the name within the record's TTL still uses the balancer.
+        tokio::time::sleep(env.timings.old_droplet_grace).await;
+        fleet::delete_balancer(env, st).await?;
+    }
+    if single {
+        fleet::settle_single(st);
+    }
     super::monitoring::ensure(env, prior, st, m).await
 }
 
@@ -222,6 +321,10 @@ pub fn kept_after_failure(prior: &RegistryState, st: &RegistryState) -> Registry
         droplet_id,
         ipv4_address,
         ipv6_address,
+        droplet_ids,
+        ipv4_addresses,
+        load_balancer_id,
+        load_balancer_ip,
         domain,
         record_id,
         caa_record_id,

@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
+use tf_provider::value::Value;
 use tf_provider::{AttributePath, Diagnostics};
 
-use super::model::{parse_access, Backend, ChallengeKind, TlsSource, ACCESS_ALL, MAX_TIMEOUT};
+use super::model::{
+    parse_access, Backend, ChallengeKind, TlsSource, ACCESS_ALL, MAX_REPLICAS, MAX_TIMEOUT,
+};
 use super::state::{known, RegistryState, StorageState, TlsState, UserState};
 use crate::acme::KeyType;
 
@@ -729,6 +732,7 @@ pub fn check_config(diags: &mut Diagnostics, c: &RegistryState) {
     if let Some(tls) = c.tls.as_ref_option() {
         check_tls(diags, tls);
     }
+    check_replicas(diags, c);
     if let Some(st) = c.storage.as_ref_option() {
         check_storage(diags, st);
     }
@@ -755,6 +759,73 @@ pub fn check_config(diags: &mut Diagnostics, c: &RegistryState) {
                 }
             }
         }
+    }
+}
+
+/// `replicas`: 1 to [`MAX_REPLICAS`]; 2 or more need what every droplet can share (Spaces), and
+/// exclude what only one droplet can do: hold a reserved IP, renew the certificate alone (N
+/// droplets would get N certificates, and an HTTP-01 check through the balancer reaches any
+/// of them), or collect garbage (the others would keep taking pushes meanwhile).
+fn check_replicas(diags: &mut Diagnostics, c: &RegistryState) {
+    let Some(n) = c.replicas.as_ref_option().copied() else {
+        return;
+    };
+    let at = || AttributePath::new("replicas");
+    if n < 1 || n > MAX_REPLICAS as i64 {
+        err(
+            diags,
+            at(),
+            "Invalid `replicas`",
+            format!("{n} is not between 1 and {MAX_REPLICAS}."),
+        );
+        return;
+    }
+    if n == 1 {
+        return;
+    }
+    // Unknown (a module's input not known yet) is checked once it is known.
+    let spaces = match &c.storage {
+        Value::Unknown => true,
+        Value::Null => false,
+        Value::Value(s) => match &s.backend {
+            Value::Unknown => true,
+            Value::Null => false,
+            Value::Value(b) => b == "spaces",
+        },
+    };
+    if !spaces {
+        err(
+            diags,
+            at(),
+            "`replicas` needs Spaces storage",
+            format!("{n} droplets must serve the same images: set `storage {{ backend = \"spaces\" }}` (a droplet's disk or a volume belongs to one droplet)."),
+        );
+    }
+    if c.reserved_ip.as_ref_option() == Some(&true) {
+        err(
+            diags,
+            AttributePath::new("reserved_ip"),
+            "`reserved_ip` with `replicas`",
+            format!("With `replicas = {n}` the A record points at the load balancer, whose address stays the same across droplet replacements: remove `reserved_ip` (a reserved IP belongs to one droplet)."),
+        );
+    }
+    if let Some(tls) = c.tls.as_ref_option() {
+        if tls.renew.as_ref_option().map(String::as_str) == Some("droplet") {
+            err(
+                diags,
+                AttributePath::new("tls").index(0).attribute("renew"),
+                "`tls.renew = \"droplet\"` with `replicas`",
+                format!("With `replicas = {n}` each droplet would renew on its own and serve a certificate of its own, and an HTTP-01 check through the load balancer reaches any droplet: set `renew = \"plan\"` (the default with replicas), so that one certificate is ordered by the plan and installed on every droplet."),
+            );
+        }
+    }
+    if c.garbage_collection.as_ref_option().is_some() {
+        err(
+            diags,
+            AttributePath::new("garbage_collection"),
+            "`garbage_collection` with `replicas`",
+            format!("A collection on one of {n} droplets would run while the others take pushes into the same bucket, and could delete what they write: not available with `replicas` yet. Remove the block (or set `replicas = 1` while collecting)."),
+        );
     }
 }
 
@@ -1009,6 +1080,73 @@ mod tests {
         assert!(p[0].contains("backups") && p[0].contains("plan"), "{p:?}");
         assert!(p[2].contains("hour"), "{p:?}");
         assert!(d.errors[3].detail.contains("weekly backups only"));
+    }
+
+    #[test]
+    fn several_replicas_need_spaces_and_exclude_what_one_droplet_holds() {
+        use crate::resource::state::{GcState, RegistryState, StorageState, TlsState};
+        use tf_provider::value::Value as V;
+        let config = |n: i64, backend: Option<&str>| RegistryState {
+            replicas: V::Value(n),
+            storage: match backend {
+                Some(b) => V::Value(StorageState {
+                    backend: b.to_string().into(),
+                    bucket: (b == "spaces").then(|| "b".to_string()).into(),
+                    ..Default::default()
+                }),
+                None => V::Null,
+            },
+            ..Default::default()
+        };
+        let summaries = |c: &RegistryState| {
+            let mut d = Diagnostics::default();
+            check_replicas(&mut d, c);
+            let p = paths(&d);
+            let s: Vec<String> = d.errors.iter().map(|e| e.summary.to_string()).collect();
+            (s, p)
+        };
+        for ok in [
+            config(1, None),
+            config(2, Some("spaces")),
+            config(10, Some("spaces")),
+        ] {
+            assert!(summaries(&ok).0.is_empty(), "{:?}", summaries(&ok));
+        }
+        // A storage block not known yet is checked once it is.
+        let mut unknown = config(3, None);
+        unknown.storage = V::Unknown;
+        assert!(summaries(&unknown).0.is_empty());
+        for (n, backend) in [(2, None), (2, Some("volume")), (3, Some("droplet"))] {
+            let (s, p) = summaries(&config(n, backend));
+            assert_eq!(s, ["`replicas` needs Spaces storage"], "{n} {backend:?}");
+            assert!(p[0].contains("replicas"), "{p:?}");
+        }
+        for n in [0, 11, -1] {
+            assert_eq!(
+                summaries(&config(n, Some("spaces"))).0,
+                ["Invalid `replicas`"]
+            );
+        }
+        let mut c = config(2, Some("spaces"));
+        c.reserved_ip = V::Value(true);
+        c.tls = V::Value(TlsState {
+            renew: "droplet".to_string().into(),
+            ..Default::default()
+        });
+        c.garbage_collection = V::Value(GcState::default());
+        let (s, p) = summaries(&c);
+        assert_eq!(
+            s,
+            [
+                "`reserved_ip` with `replicas`",
+                "`tls.renew = \"droplet\"` with `replicas`",
+                "`garbage_collection` with `replicas`"
+            ]
+        );
+        assert!(
+            p[1].contains("renew") && p[2].contains("garbage_collection"),
+            "{p:?}"
+        );
     }
 
     #[test]

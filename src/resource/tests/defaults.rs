@@ -128,8 +128,43 @@ fn the_defaulted_arguments_are_the_schemas_optional_computed_ones() {
     in_schema.retain(|n| n != "http_secret");
     assert_eq!(listed, in_schema);
     let mut tested: Vec<String> = cases().iter().map(|c| c.0.to_owned()).collect();
+    // Its own test below: 2 or more exclude `reserved_ip` and need Spaces, which the cases
+    // here set away from their defaults.
+    tested.push("replicas".to_owned());
     tested.sort();
     assert_eq!(tested, listed, "a defaulted argument has no case here");
+}
+
+#[test]
+fn replicas_removed_from_the_configuration_is_planned_at_one_and_several_renew_by_plan() {
+    let tls = |renew: Value<String>| {
+        Value::Value(crate::resource::state::TlsState {
+            renew,
+            ..Default::default()
+        })
+    };
+    // Removed: OpenTofu proposes the prior 3; the plan says 1 (and the droplet renews).
+    let mut st = RegistryState {
+        replicas: Value::Value(3),
+        tls: tls(Value::Value("plan".into())),
+        ..Default::default()
+    };
+    let config = RegistryState {
+        tls: tls(Value::Null),
+        ..Default::default()
+    };
+    plan::unset_what_config_leaves_unset(&mut st, &config);
+    plan::apply_defaults(&mut st);
+    assert_eq!(st.replicas, Value::Value(1));
+    assert_eq!(get(&st, "tls.renew"), json!("droplet"));
+    // Several droplets cannot each renew alone: unset, the plan renews.
+    let mut st = RegistryState {
+        replicas: Value::Value(2),
+        tls: tls(Value::Null),
+        ..Default::default()
+    };
+    plan::apply_defaults(&mut st);
+    assert_eq!(get(&st, "tls.renew"), json!("plan"));
 }
 
 #[tokio::test]
