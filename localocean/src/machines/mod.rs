@@ -86,8 +86,8 @@ impl NspawnConfig {
 pub struct Nspawn {
     cfg: NspawnConfig,
     locks: std::sync::Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
-    /// Serialises address allocation.
-    alloc: tokio::sync::Mutex<()>,
+    /// Serialises address allocation; holds the host number given last (0: none yet).
+    alloc: tokio::sync::Mutex<u8>,
     /// Serialises changes to load balancers; true once `stop_all` ran (localocean is
     /// exiting), after which none is started again.
     balancers: tokio::sync::Mutex<bool>,
@@ -192,17 +192,26 @@ impl Nspawn {
         leader_of(self.running_pid(droplet_id)?)
     }
 
-    async fn allocate_ip(&self) -> SysResult<Ipv4Addr> {
+    /// The next free address after the one given last (wrapping around): as on DigitalOcean,
+    /// a droplet does not get the address a droplet deleted a moment ago had, which clients
+    /// (SSH's known hosts, neighbour caches, a balancer's draining connections) may still
+    /// tie to the old machine.
+    async fn allocate_ip(&self, last: &mut u8) -> SysResult<Ipv4Addr> {
         let used: Vec<Ipv4Addr> = self.records().iter().map(|r| r.ipv4).collect();
-        net::DROPLET_HOSTS
-            .map(|n| self.cfg.subnet.host(n))
-            .find(|ip| !used.contains(ip))
-            .ok_or_else(|| {
-                SysError::Other(format!(
-                    "no free address left in {}/24",
-                    self.cfg.subnet.host(0)
-                ))
-            })
+        let hosts = net::DROPLET_HOSTS;
+        let after = hosts.clone().filter(|n| *n > *last);
+        let picked = after
+            .chain(hosts.clone().filter(|n| *n <= *last))
+            .find(|n| !used.contains(&self.cfg.subnet.host(*n)));
+        if let Some(n) = picked {
+            *last = n;
+        }
+        picked.map(|n| self.cfg.subnet.host(n)).ok_or_else(|| {
+            SysError::Other(format!(
+                "no free address left in {}/24",
+                self.cfg.subnet.host(0)
+            ))
+        })
     }
 
     /// Boots a machine from its record: network namespace, overlay root, per-instance files,
@@ -576,13 +585,13 @@ impl Hypervisor for Nspawn {
             volume::check_name(&v.name)?;
         }
         let rec = {
-            let _a = self.alloc.lock().await;
+            let mut last = self.alloc.lock().await;
             let mut rec = MachineRecord {
                 droplet_id: spec.droplet_id,
                 name: spec.name.clone(),
                 image: spec.image.clone(),
                 slot: self.cfg.subnet.slot,
-                ipv4: self.allocate_ip().await?,
+                ipv4: self.allocate_ip(&mut last).await?,
                 powered_on: true,
                 memory_mib: spec.memory_mib,
                 vcpus: spec.vcpus,
