@@ -10,6 +10,7 @@ mod gc;
 mod import;
 mod registry;
 mod renewal;
+mod replicas;
 mod retention;
 mod secrets;
 mod seed_module;
