@@ -19,6 +19,7 @@ resource "docker_registry" "this" {
 
   ssh_key_fingerprints = [var.ssh_key_fingerprint]
   tags                 = var.tags
+  replicas             = var.replicas
 
   # The old module's default was "": empty means "generate one" (kept in state).
   http_secret = var.registry_http_secret == "" ? null : var.registry_http_secret

@@ -83,3 +83,9 @@ variable "tags" {
   type        = list(string)
   default     = []
 }
+
+variable "replicas" {
+  description = "How many droplets serve the registry (1 to 10). Two or more stand behind a DigitalOcean load balancer and need Spaces storage (`space_name`)."
+  type        = number
+  default     = 1
+}
