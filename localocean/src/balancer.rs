@@ -194,6 +194,8 @@ pub fn render_haproxy(spec: &BalancerSpec, rt: &RuntimePaths) -> String {
         .iter()
         .filter_map(|r| firewall_source(r))
         .collect();
+    // The first rule's servers hold the checks; the others' track them.
+    let checked_by = spec.forwarding_rules.first().map(|r| r.entry_port);
     for rule in &spec.forwarding_rules {
         let mode = if rule.is_http() { "http" } else { "tcp" };
         let port = rule.entry_port;
@@ -249,14 +251,24 @@ pub fn render_haproxy(spec: &BalancerSpec, rt: &RuntimePaths) -> String {
         }
         for b in &spec.backends {
             let mut line = format!(
-                "    server d{id} {ip}:{tp} check port {hp}",
+                "    server d{id} {ip}:{tp}",
                 id = b.droplet_id,
                 ip = b.ip,
                 tp = rule.target_port,
-                hp = hc.port
             );
-            if hc.protocol == "https" {
-                line.push_str(" check-ssl verify none");
+            match checked_by {
+                // DigitalOcean checks each droplet once, whatever the rules: one state per
+                // droplet, which every rule's server follows. (Checked per rule, a droplet
+                // could be up for one port and still down for another for a check or two.)
+                Some(first) if first != port => {
+                    line.push_str(&format!(" track to{first}/d{}", b.droplet_id));
+                }
+                _ => {
+                    line.push_str(&format!(" check port {}", hc.port));
+                    if hc.protocol == "https" {
+                        line.push_str(" check-ssl verify none");
+                    }
+                }
             }
             if spec.enable_proxy_protocol {
                 line.push_str(" send-proxy");
@@ -337,8 +349,11 @@ mod tests {
         assert!(c.contains("timeout check 3s"));
         assert!(c.contains("uri /healthz ver HTTP/1.1"));
         assert!(c.contains("rstatus ^[23][0-9][0-9]$"));
-        assert!(c.contains("    server d7 198.18.3.2:443 check port 80\n"));
+        // One check per droplet (the first rule's); the other rule's servers follow it.
+        assert!(c.contains("    server d7 198.18.3.2:80 check port 80\n"));
         assert!(c.contains("    server d8 198.18.3.3:80 check port 80\n"));
+        assert!(c.contains("    server d7 198.18.3.2:443 track to80/d7\n"));
+        assert!(c.contains("    server d8 198.18.3.3:443 track to80/d8\n"));
         assert!(c.contains("load-server-state-from-file global"));
         assert!(c.contains("stats socket /s/haproxy.sock mode 600 level admin expose-fd listeners"));
         assert!(!c.contains("cookie"));
@@ -370,9 +385,7 @@ mod tests {
             "server d7 198.18.3.2:80 check port 443 check-ssl verify none send-proxy cookie d7"
         ));
         // Cookies are HTTP: the passthrough rule's servers carry none.
-        assert!(c.contains(
-            "server d7 198.18.3.2:443 check port 443 check-ssl verify none send-proxy\n"
-        ));
+        assert!(c.contains("server d7 198.18.3.2:443 track to80/d7 send-proxy\n"));
         assert!(c.contains("http-request redirect scheme https code 301"));
         assert!(c.contains("acl fw_allow src 198.18.0.0/15\n"));
         assert!(c.contains("acl fw_deny src 1.2.3.4\n"));
