@@ -54,9 +54,14 @@ impl AcmeFixture {
     }
 
     fn config(&self, tls: &str, extra: &str) {
+        self.config_with_provider(tls, extra, "");
+    }
+
+    /// [`AcmeFixture::config`] with more of the provider block (`provider_extra`, whole lines).
+    fn config_with_provider(&self, tls: &str, extra: &str, provider_extra: &str) {
         let ca = self.pebble.listener_ca_pem().replace('\n', "\\n");
         let provider = format!(
-            "provider \"docker\" {{\n  token = \"{}\"\n  api_endpoint = \"{}\"\n  acme_directory_url = \"{}\"\n  acme_ca_certificates = \"{ca}\"\n  acme_dns_servers = [\"{}\"]\n}}\n",
+            "provider \"docker\" {{\n  token = \"{}\"\n  api_endpoint = \"{}\"\n  acme_directory_url = \"{}\"\n  acme_ca_certificates = \"{ca}\"\n  acme_dns_servers = [\"{}\"]\n{provider_extra}}}\n",
             self.lo.token,
             self.lo.api_url,
             self.pebble.directory_url(),
@@ -180,6 +185,21 @@ fn timeline(log: &str) -> Vec<(String, u64)> {
             Some((what, ms))
         })
         .collect()
+}
+
+/// The serial of the certificate `ip` serves for `fqdn` (lowercase hex, no leading zeros).
+fn served_serial(ip: &str, fqdn: &str) -> String {
+    let served = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo | openssl s_client -connect {ip}:443 -servername {fqdn} 2>/dev/null | openssl x509 -noout -serial"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&served.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_ascii_lowercase()
+        .trim_start_matches('0')
+        .to_owned()
 }
 
 fn serial(cert_pem: &str) -> String {
@@ -308,17 +328,8 @@ fn acme_renewal_shows_in_the_plan_and_apply_serves_a_new_serial_under_pulls() {
     assert_eq!(v2["droplet_id"], v1["droplet_id"]);
     // The droplet serves the new one.
     let ip = v2["ipv4_address"].as_str().unwrap();
-    let served = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("echo | openssl s_client -connect {ip}:443 -servername {} 2>/dev/null | openssl x509 -noout -serial", fx.fqdn))
-        .output()
-        .unwrap();
-    let served = String::from_utf8_lossy(&served.stdout)
-        .trim()
-        .trim_start_matches("serial=")
-        .to_ascii_lowercase();
     assert_eq!(
-        served.trim_start_matches('0'),
+        served_serial(ip, &fx.fqdn),
         serial(v2["certificate_pem"].as_str().unwrap()).trim_start_matches('0'),
         "the droplet serves an old certificate"
     );
@@ -487,4 +498,96 @@ resource "docker_registry" "r" {{
     let (ok, out) = tf.run_text(&["destroy", "-auto-approve", "-no-color", "-input=false"]);
     assert!(ok, "{out}");
     assert!(lo.droplets_of(&name).is_empty());
+}
+
+/// Two droplets behind a load balancer: the certificate is ordered by HTTP-01 through the
+/// balancer at create (the balancer holds the first droplet only then), then renewed through
+/// the plan (the default with `replicas`) while the balancer holds both: the CA's check
+/// reaches whichever droplet the balancer picks, so the answer must be on each. Every droplet
+/// serves the certificate in state, before and after.
+#[test]
+fn acme_http01_through_a_load_balancer_reaches_every_droplet_and_each_serves_the_renewal() {
+    // Valid 10 days with a 30-day renewal window: due as soon as issued.
+    let fx = AcmeFixture::new(PebbleOptions {
+        validity_seconds: Some(10 * 86400),
+        ..Default::default()
+    });
+    // Spaces for the droplets to share: the provider's own key, as a user has one (droplets
+    // reach Spaces on the bridge address, and so does this machine).
+    let (status, body) = fx.lo.api(
+        "POST",
+        "/v2/spaces/keys",
+        Some(json!({ "name": format!("{}-provider", fx.name), "grants": [{ "bucket": "", "permission": "fullaccess" }] })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let port = fx
+        .lo
+        .s3_url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/');
+    let provider_extra = format!(
+        "  spaces_access_id = \"{}\"\n  spaces_secret_key = \"{}\"\n  spaces_endpoint = \"http://{}:{port}\"\n",
+        body["key"]["access_key"].as_str().unwrap(),
+        body["key"]["secret_key"].as_str().or(body["secret_key"].as_str()).unwrap(),
+        fx.lo.bridge_ip()
+    );
+    use rand::Rng;
+    let bucket = format!("tf-acc-{:08x}", rand::thread_rng().gen::<u32>());
+    fx.config_with_provider(
+        "    source = \"acme\"\n    challenge = \"http-01\"\n    renew_before_days = 30",
+        &format!("  replicas = 2\n  storage {{\n    backend = \"spaces\"\n    bucket  = \"{bucket}\"\n    force_destroy = true\n  }}"),
+        &provider_extra,
+    );
+    let (ok, out) = fx.apply_logged("create.log");
+    assert!(ok, "apply: {out}\n--- pebble log:\n{}", fx.pebble.log());
+    let v1 = fx.values();
+    assert_eq!(v1["tls"][0]["renew"], "plan", "the default with replicas");
+    let ips: Vec<String> = v1["ipv4_addresses"]
+        .as_array()
+        .unwrap_or_else(|| panic!("ipv4_addresses: {}", v1["ipv4_addresses"]))
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ips.len(), 2, "{ips:?}");
+    let first = serial(v1["certificate_pem"].as_str().unwrap());
+    for ip in &ips {
+        assert_eq!(
+            served_serial(ip, &fx.fqdn),
+            first.trim_start_matches('0'),
+            "droplet {ip} does not serve the certificate in state"
+        );
+    }
+    fx.push_and_pull(&fx.skopeo());
+
+    let out = fx
+        .tf
+        .run(&["plan", "-no-color", "-input=false", "-detailed-exitcode"]);
+    let plan = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{plan}");
+    assert!(plan.contains("The certificate will be renewed"), "{plan}");
+    let (ok, out) = fx.apply_logged("renew.log");
+    assert!(
+        ok,
+        "renewal apply: {out}\n--- pebble log:\n{}",
+        fx.pebble.log()
+    );
+    let v2 = fx.values();
+    let second = serial(v2["certificate_pem"].as_str().unwrap());
+    assert_ne!(second, first, "same serial after renewal");
+    assert_eq!(v2["droplet_ids"], v1["droplet_ids"], "renewed in place");
+    for ip in &ips {
+        assert_eq!(
+            served_serial(ip, &fx.fqdn),
+            second.trim_start_matches('0'),
+            "droplet {ip} does not serve the renewed certificate"
+        );
+    }
+    fx.push_and_pull(&fx.skopeo());
+    assert!(fx.challenge_records().is_empty());
+    let lb = v2["load_balancer_id"].as_str().unwrap().to_owned();
+    fx.destroy();
+    let (status, body) = fx.lo.api("GET", &format!("/v2/load_balancers/{lb}"), None);
+    assert_eq!(status, 404, "the load balancer outlived destroy: {body}");
 }
