@@ -824,6 +824,13 @@ impl Client {
         .context("reading load balancer", id)
     }
 
+    /// Every load balancer of the account.
+    pub async fn list_load_balancers(&self) -> Result<Vec<LoadBalancer>, Error> {
+        self.list_all(self.url(&["v2", "load_balancers"], &[]), "load_balancers")
+            .await
+            .context("listing load balancers", "all")
+    }
+
     /// PUT replaces the whole balancer: rules, check and droplets as in `req`.
     pub async fn update_load_balancer(
         &self,

@@ -338,8 +338,8 @@ pub async fn done_creating(env: &Env, st: &RegistryState, m: &Model) {
 
 /// Deletes what an interrupted create or replacement of this registry left behind: droplets
 /// still tagged [`creating_tag`] other than `keep`; and with `parts` (a create, which starts
-/// from nothing), the firewall and the registry's Spaces key made for them, which no state
-/// holds either. Nothing is touched when no such droplet exists.
+/// from nothing), the firewall, the load balancer and the registry's Spaces key made for
+/// them, which no state holds either. Nothing is touched when no such droplet exists.
 pub async fn sweep_interrupted(env: &Env, m: &Model, keep: &[u64], parts: bool) -> Result<()> {
     let client = &env.client;
     let tag = creating_tag(&m.fqdn);
@@ -365,6 +365,16 @@ pub async fn sweep_interrupted(env: &Env, m: &Model, keep: &[u64], parts: bool) 
         if f.name == fw_name && f.droplet_ids.iter().all(|d| left.contains(d)) {
             tracing::warn!(firewall = %f.id, "deleting a firewall an interrupted create left");
             client.delete_firewall(&f.id).await?;
+        }
+    }
+    if m.replicas > 1 {
+        // The balancer is made with the first droplet in it (see `create::reserve_address`).
+        let lb_name = super::fleet::balancer_request(m, &[]).name;
+        for lb in client.list_load_balancers().await? {
+            if lb.name == lb_name && lb.droplet_ids.iter().all(|d| left.contains(d)) {
+                tracing::warn!(load_balancer = %lb.id, "deleting a load balancer an interrupted create left");
+                client.delete_load_balancer(&lb.id).await?;
+            }
         }
     }
     if m.storage.backend == super::model::Backend::Spaces {
