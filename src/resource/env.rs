@@ -26,6 +26,12 @@ pub struct Timings {
     pub probe_connect: Duration,
     /// Least time given to put a volume back on the old droplet after a failed replacement.
     pub rollback: Duration,
+    /// After a droplet left the load balancer: how long the requests it holds (a layer being
+    /// pulled) have to finish before it is stopped or deleted.
+    pub drain: Duration,
+    /// After a droplet joined the load balancer: how long its checks take to mark it up
+    /// (interval times healthy threshold, and a second).
+    pub balancer_healthy: Duration,
     /// The API client's backoff and polling.
     pub api: do_api::Timings,
 }
@@ -36,6 +42,8 @@ impl Default for Timings {
             old_droplet_grace: Duration::from_secs(super::network::RECORD_TTL as u64),
             probe_connect: Duration::from_secs(30),
             rollback: Duration::from_secs(60),
+            drain: Duration::from_secs(10),
+            balancer_healthy: super::fleet::HEALTHY_AFTER,
             api: do_api::Timings::default(),
         }
     }

@@ -30,9 +30,9 @@ const CHECK_INTERVAL_S: u32 = 3;
 const CHECK_TIMEOUT_S: u32 = 3;
 const UNHEALTHY_THRESHOLD: u32 = 2;
 const HEALTHY_THRESHOLD: u32 = 2;
-/// After a droplet left the balancer: how long its open requests (a layer being pulled) have
-/// to finish before it is deleted.
-const DRAIN: Duration = Duration::from_secs(10);
+/// How long the checks take to mark a droplet that joined the balancer as up.
+pub const HEALTHY_AFTER: Duration =
+    Duration::from_secs((CHECK_INTERVAL_S * HEALTHY_THRESHOLD + 1) as u64);
 /// How long the registry may take to answer through the balancer once a droplet serves:
 /// the checks that mark it up again, and the balancer's reload.
 const THROUGH_BALANCER: Duration = Duration::from_secs(90);
@@ -211,6 +211,48 @@ pub async fn delete_balancer(env: &Env, st: &mut RegistryState) -> Result<()> {
     Ok(())
 }
 
+/// Takes droplet `id` out of the balancer (when there is one) and lets it drain; it stays a
+/// member: [`join_balancer`] puts it back.
+pub async fn leave_balancer(env: &Env, st: &RegistryState, id: u64) -> Result<()> {
+    if let Some(lb) = known(&st.load_balancer_id) {
+        env.client.remove_load_balancer_droplets(lb, &[id]).await?;
+        tracing::info!(
+            droplet = id,
+            load_balancer = lb,
+            "droplet taken out of the load balancer; draining"
+        );
+        tokio::time::sleep(env.timings.drain).await;
+    }
+    Ok(())
+}
+
+/// Every member the balancer does not hold is added (each was verified on its own address by
+/// this apply), and the registry proven through the balancer again.
+pub async fn join_balancer(
+    env: &Env,
+    st: &RegistryState,
+    m: &Model,
+    deadline: Instant,
+) -> Result<()> {
+    let Some(id) = known(&st.load_balancer_id) else {
+        return Ok(());
+    };
+    let Some(lb) = env.client.get_load_balancer(id).await? else {
+        return Ok(());
+    };
+    let missing: Vec<u64> = members(st)
+        .into_iter()
+        .map(|(d, _)| d)
+        .filter(|d| !lb.droplet_ids.contains(d))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    env.client.add_load_balancer_droplets(id, &missing).await?;
+    tracing::info!(droplets = ?missing, load_balancer = id, "droplets added to the load balancer");
+    verify_through_balancer(env, st, m, deadline).await
+}
+
 /// The registry proven through the balancer: asked again while the balancer's checks have
 /// not marked a droplet that serves as up yet (a new balancer, a droplet that restarted).
 pub async fn verify_through_balancer(
@@ -382,15 +424,7 @@ async fn remove_member(
     st: &mut RegistryState,
     id: u64,
 ) -> Result<()> {
-    if let Some(lb) = known(&st.load_balancer_id) {
-        env.client.remove_load_balancer_droplets(lb, &[id]).await?;
-        tracing::info!(
-            droplet = id,
-            load_balancer = lb,
-            "droplet taken out of the load balancer; draining"
-        );
-        tokio::time::sleep(DRAIN).await;
-    }
+    leave_balancer(env, st, id).await?;
     let ms: Vec<(u64, String)> = members(st).into_iter().filter(|(i, _)| *i != id).collect();
     set_members(st, &ms);
     super::replace::retire(st, id);
@@ -458,10 +492,7 @@ pub async fn roll(
         }
         verify_through_balancer(env, st, m, deadline).await?;
         // Health checks mark a new droplet up before the old one goes.
-        tokio::time::sleep(Duration::from_secs(
-            (CHECK_INTERVAL_S * HEALTHY_THRESHOLD + 1) as u64,
-        ))
-        .await;
+        tokio::time::sleep(env.timings.balancer_healthy).await;
         remove_member(env, diags, st, *old_id).await?;
         tracing::info!(old = old_id, new = new_id, "droplet replaced");
     }

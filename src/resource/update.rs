@@ -164,12 +164,17 @@ async fn update_fleet(
     let remaining = || deadline.saturating_duration_since(Instant::now());
     if !replacing {
         for &id in &ids {
+            if prior.size != st.size && known(&st.size).is_some() {
+                // Out of the balancer while it is off: no request is sent to it meanwhile. It
+                // goes back once converged and verified (below).
+                fleet::leave_balancer(env, st, id).await?;
+            }
             let wait = |a: Action| async move { client.wait_for_action(a.id, remaining()).await };
             if prior.name != st.name && !m.name.is_empty() {
                 wait(client.rename(id, &m.name).await?).await?;
             }
             if prior.size != st.size && known(&st.size).is_some() {
-                // One droplet at a time: the balancer's checks send requests to the others.
+                // One droplet at a time: the others serve meanwhile.
                 wait(client.power_off(id).await?).await?;
                 wait(client.resize(id, &m.size).await?).await?;
                 wait(client.power_on(id).await?).await?;
@@ -202,6 +207,8 @@ async fn update_fleet(
     } else if !fleet::members(st).is_empty() {
         fleet::converge_all(env, st, m, deadline).await?;
     }
+    // Every droplet, verified now, in the balancer (one resized, or taken out by hand).
+    fleet::join_balancer(env, st, m, deadline).await?;
     fleet::grow(env, st, m, deadline).await?;
     if single && known(&st.load_balancer_id).is_some() {
         // A client that resolved the name within the record's TTL still uses the balancer.
