@@ -24,6 +24,7 @@ use crate::testkit::{FakeMachines, FakeOutside, FakeRegistry};
 
 mod defaults;
 mod import;
+mod replicas;
 mod reserved_ip;
 mod seed;
 mod users;
@@ -138,6 +139,8 @@ impl World {
                     old_droplet_grace: Duration::from_millis(300),
                     probe_connect: Duration::from_secs(2),
                     rollback: Duration::from_secs(5),
+                    drain: Duration::from_millis(100),
+                    balancer_healthy: Duration::from_millis(100),
                     api: fast(),
                 },
             },
