@@ -560,6 +560,69 @@ pub async fn read(env: &Env, diags: &mut Diagnostics, st: &mut RegistryState) {
     set_members(st, &kept);
 }
 
+/// Read: the managed files of the droplets after the first, whose digests state holds. A file
+/// that is not the same on every droplet reads as `differs between droplets: ...`, never as
+/// the digest the plan expects, so a hand edit on any droplet shows in the next plan and apply
+/// converges every droplet again.
+pub async fn read_other_digests(
+    env: &Env,
+    diags: &mut Diagnostics,
+    st: &mut RegistryState,
+    paths: &[&str],
+) {
+    let others: Vec<(u64, String)> = members(st).into_iter().skip(1).collect();
+    if others.is_empty() {
+        return;
+    }
+    let Value::Value(first) = &st.files_digest else {
+        return;
+    };
+    let reads = others.iter().map(|(id, ip)| {
+        let v = view(st, *id, ip);
+        async move {
+            let t = env.connect_briefly(&v).await?;
+            let (d, _) = crate::remote::managed_file_digests_and(t.as_ref(), paths, None).await?;
+            Ok::<_, Error>(d)
+        }
+    });
+    let got = join_all(reads).await;
+    let mut merged = first.clone();
+    for ((id, _), r) in others.iter().zip(got) {
+        let digests = match r {
+            Ok(d) => d,
+            Err(e) => {
+                diag::warning(
+                    diags,
+                    format!("Cannot read the files of droplet ({id})"),
+                    &e.during(
+                        "its files are not compared this time; the next apply converges it again",
+                    ),
+                );
+                continue;
+            }
+        };
+        let keys: std::collections::BTreeSet<&String> =
+            first.keys().chain(digests.keys()).collect();
+        for k in keys {
+            let theirs = digests.get(k).map(String::as_str).unwrap_or("absent");
+            let ours = first
+                .get(k)
+                .and_then(|v| v.as_ref_option())
+                .map(String::as_str)
+                .unwrap_or("absent");
+            if theirs != ours {
+                merged.insert(
+                    k.clone(),
+                    s(format!(
+                        "differs between droplets: droplet ({id}) has {theirs}"
+                    )),
+                );
+            }
+        }
+    }
+    st.files_digest = Value::Value(merged);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

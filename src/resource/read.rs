@@ -155,6 +155,7 @@ pub async fn read(
                 &e.during("the file digests in state are kept as they were; the next apply converges again"),
             ),
         }
+        super::fleet::read_other_digests(env, diags, &mut st, &refs).await;
     }
     if let (Backend::Spaces, Some(bucket)) = (m.storage.backend, &m.storage.bucket) {
         if let Ok(c) = env.bucket_client(&m) {

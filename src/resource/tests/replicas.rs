@@ -218,3 +218,41 @@ async fn a_new_image_replaces_the_droplets_one_at_a_time_behind_the_same_balance
     assert!(at(&format!("delete {}", ids(&st)[0])) < at(&format!("create {}", now[1])));
     server.abort();
 }
+
+#[tokio::test]
+async fn a_hand_edit_on_any_droplet_shows_in_the_plan_and_apply_puts_it_back() {
+    let bucket: scripted::Shared = Default::default();
+    let (addr, server) = scripted::serve(bucket.clone()).await;
+    let keys = Arc::new(RecordingSpaces::default());
+    let w = World::start_with(keys.clone(), Some(&format!("http://{addr}"))).await;
+    let prior = w.created(with_replicas(2)).await;
+    let (read, d) = w.read(&prior).await;
+    assert!(d.warnings.is_empty(), "{d:?}");
+    assert_eq!(
+        read.unwrap().files_digest,
+        prior.files_digest,
+        "no drift: the same files"
+    );
+    // The second droplet's htpasswd file edited by hand; the first is as written.
+    let second = super::super::fleet::members(&prior)[1].1.clone();
+    let machine = w.machines.machine(&second);
+    std::fs::write(machine.path(paths::HTPASSWD), "mallory:$2y$05$x\n").unwrap();
+    let (read, d) = w.read(&prior).await;
+    assert!(d.warnings.is_empty(), "{d:?}");
+    let read = read.unwrap();
+    let digest =
+        |st: &RegistryState| st.files_digest.as_ref_option().unwrap()[paths::HTPASSWD].clone();
+    assert!(
+        text(&digest(&read)).starts_with("differs between droplets"),
+        "{:?}",
+        digest(&read)
+    );
+    let (planned, _) = w.plan_update(&read, |_| {}).await;
+    let (st, _) = planned.unwrap();
+    assert_eq!(digest(&st), digest(&prior), "the plan wants it back");
+    let fixed = w.updated(&read, |_| {}).await;
+    assert_eq!(digest(&fixed), digest(&prior));
+    let htpasswd = std::fs::read_to_string(machine.path(paths::HTPASSWD)).unwrap();
+    assert!(!htpasswd.contains("mallory") && htpasswd.contains("admin:"));
+    server.abort();
+}
