@@ -89,6 +89,41 @@ pub async fn start_registry(transport: &dyn Transport) -> Result<(), RemoteError
     .await
 }
 
+/// Holds writes as a collection on this droplet would (nginx answers pushes and deletes 503
+/// with Retry-After; pulls go on), while another droplet of the same bucket collects.
+pub async fn hold_writes_for_collection(transport: &dyn Transport) -> Result<(), RemoteError> {
+    let flag = shell_quote(&transport.rooted(crate::render::gc::gc_paths::RUNNING));
+    let cmd =
+        format!("set -e; umask 022; mkdir -p \"$(dirname {flag})\"; touch {flag}; sync {flag}");
+    run(transport, &cmd, "holding writes for a collection").await
+}
+
+/// After another droplet's collection: the registry restarted (it forgets the blob
+/// descriptors it cached, some of which the collection deleted), then writes let through.
+pub async fn restart_registry_and_release_writes(
+    transport: &dyn Transport,
+) -> Result<(), RemoteError> {
+    let flag = shell_quote(&transport.rooted(crate::render::gc::gc_paths::RUNNING));
+    let cmd = format!("set -e; systemctl restart docker-registry; rm -f {flag}");
+    run(
+        transport,
+        &cmd,
+        "restarting docker-registry after a collection",
+    )
+    .await
+}
+
+/// Lets writes through again without a restart (a collection that did not run).
+pub async fn release_writes(transport: &dyn Transport) -> Result<(), RemoteError> {
+    let flag = shell_quote(&transport.rooted(crate::render::gc::gc_paths::RUNNING));
+    run(
+        transport,
+        &format!("rm -f {flag}"),
+        "letting writes through again",
+    )
+    .await
+}
+
 /// Makes nginx refuse every write with 503 and the reason (see `render::nginx`), so that
 /// what destroy measures next is all there will be. An upload already under way shows in
 /// the measure (its `_uploads` entry exists from its first request on) and cannot finish: its

@@ -40,7 +40,7 @@ pub async fn update(
     }
     delete_retired(env, diags, st, prior).await;
     if fleet::in_use(prior, m) {
-        return update_fleet(env, diags, prior, st, m, deadline).await;
+        return update_fleet(env, diags, prior, st, m, retention_delete, deadline).await;
     }
     if new_droplet_reason(prior, st).is_some() {
         replace_droplet(env, diags, prior, st, m, deadline).await?;
@@ -133,6 +133,7 @@ async fn update_fleet(
     prior: &RegistryState,
     st: &mut RegistryState,
     m: &Model,
+    retention_delete: &crate::retention::Selection,
     deadline: Instant,
 ) -> Result<()> {
     let client = &env.client;
@@ -209,6 +210,14 @@ async fn update_fleet(
     }
     // Every droplet, verified now, in the balancer (one resized, or taken out by hand).
     fleet::join_balancer(env, st, m, deadline).await?;
+    if collection_asked(prior, st) && !replacing {
+        if !m.retention_rules().is_empty() {
+            let deleted =
+                super::retention::delete_planned(env, diags, st, m, retention_delete).await?;
+            st.retention_deleted = super::retention::to_state(&deleted);
+        }
+        collect_on_every_droplet(env, prior, st, m, deadline).await?;
+    }
     fleet::grow(env, st, m, deadline).await?;
     if single && known(&st.load_balancer_id).is_some() {
         // A client that resolved the name within the record's TTL still uses the balancer.
@@ -261,6 +270,79 @@ async fn collect_if_asked(
         }
     }
     Ok(())
+}
+
+/// One collection for several droplets on one bucket: writes held on every other droplet
+/// (nginx answers 503 with Retry-After, as the collector's own does), the collection on the
+/// first, then each other droplet in turn out of the balancer, its registry restarted (it
+/// caches blob descriptors, some of which the collection deleted), verified on its own
+/// address and back in the balancer, writes let through. Pulls go on throughout.
+async fn collect_on_every_droplet(
+    env: &Env,
+    prior: &RegistryState,
+    st: &mut RegistryState,
+    m: &Model,
+    deadline: Instant,
+) -> Result<()> {
+    let others: Vec<(u64, String)> = fleet::members(st).into_iter().skip(1).collect();
+    let mut held = Vec::new();
+    let mut result = Ok(());
+    for (id, ip) in &others {
+        let hold = async {
+            let t = env.connect(&fleet::view(st, *id, ip), deadline).await?;
+            commands::hold_writes_for_collection(t.as_ref())
+                .await
+                .map_err(|e| Error::from(e).at(gc_attr("run")))
+        };
+        match hold.await {
+            Ok(()) => held.push((*id, ip.clone())),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    if result.is_err() {
+        // Nothing collected: the droplets that hold writes let them through again.
+        for (id, ip) in &held {
+            let released = async {
+                let t = env.connect(&fleet::view(st, *id, ip), deadline).await?;
+                Ok::<_, Error>(commands::release_writes(t.as_ref()).await?)
+            };
+            if let Err(e) = released.await {
+                tracing::warn!(droplet = id, error = %e, "could not let writes through again; the next apply's converge does");
+            }
+        }
+        return result;
+    }
+    tracing::info!(droplets = ?held.iter().map(|(id, _)| id).collect::<Vec<_>>(), "writes held for the collection");
+    let collected = collect_if_asked(env, prior, st, m, deadline).await;
+    let mut result = collected;
+    for (id, ip) in held {
+        let back = async {
+            fleet::leave_balancer(env, st, id).await?;
+            let mut v = fleet::view(st, id, &ip);
+            let t = env.connect(&v, deadline).await?;
+            commands::restart_registry_and_release_writes(t.as_ref()).await?;
+            droplet::converge_and_verify_at(env, &mut v, m, deadline, droplet::Outside::OwnAddress)
+                .await?;
+            if let Some(lb) = known(&st.load_balancer_id) {
+                env.client.add_load_balancer_droplets(lb, &[id]).await?;
+            }
+            Ok::<_, Error>(())
+        };
+        let back = back.await;
+        if let Err(e) = back {
+            tracing::warn!(droplet = id, error = %e, "a droplet after the collection");
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    // A droplet that failed stays out of the balancer: the next apply converges it, verifies
+    // it and puts it back (`fleet::join_balancer`).
+    let through = fleet::verify_through_balancer(env, st, m, deadline).await;
+    result.and(through)
 }
 
 /// `garbage_collection[0].<attr>`

@@ -765,7 +765,7 @@ pub fn check_config(diags: &mut Diagnostics, c: &RegistryState) {
 /// `replicas`: 1 to [`MAX_REPLICAS`]; 2 or more need what every droplet can share (Spaces), and
 /// exclude what only one droplet can do: hold a reserved IP, renew the certificate alone (N
 /// droplets would get N certificates, and an HTTP-01 check through the balancer reaches any
-/// of them), or collect garbage (the others would keep taking pushes meanwhile).
+/// of them), or collect on a schedule (the others would keep taking pushes meanwhile).
 fn check_replicas(diags: &mut Diagnostics, c: &RegistryState) {
     let Some(n) = c.replicas.as_ref_option().copied() else {
         return;
@@ -819,13 +819,17 @@ fn check_replicas(diags: &mut Diagnostics, c: &RegistryState) {
             );
         }
     }
-    if c.garbage_collection.as_ref_option().is_some() {
-        err(
-            diags,
-            AttributePath::new("garbage_collection"),
-            "`garbage_collection` with `replicas`",
-            format!("A collection on one of {n} droplets would run while the others take pushes into the same bucket, and could delete what they write: not available with `replicas` yet. Remove the block (or set `replicas = 1` while collecting)."),
-        );
+    if let Some(g) = c.garbage_collection.as_ref_option() {
+        if g.schedule.as_ref_option().is_some() {
+            err(
+                diags,
+                AttributePath::new("garbage_collection")
+                    .index(0)
+                    .attribute("schedule"),
+                "`garbage_collection.schedule` with `replicas`",
+                format!("A scheduled collection runs on one droplet alone, while the other {} would keep taking pushes into the same bucket and could lose what they write: with `replicas`, collect through the plan (`run`), which holds writes on every droplet while one collects.", n - 1),
+            );
+        }
     }
 }
 
@@ -1133,7 +1137,10 @@ mod tests {
             renew: "droplet".to_string().into(),
             ..Default::default()
         });
-        c.garbage_collection = V::Value(GcState::default());
+        c.garbage_collection = V::Value(GcState {
+            schedule: "Sun 03:00".to_string().into(),
+            ..Default::default()
+        });
         let (s, p) = summaries(&c);
         assert_eq!(
             s,

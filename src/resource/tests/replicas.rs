@@ -256,3 +256,78 @@ async fn a_hand_edit_on_any_droplet_shows_in_the_plan_and_apply_puts_it_back() {
     assert!(!htpasswd.contains("mallory") && htpasswd.contains("admin:"));
     server.abort();
 }
+
+#[tokio::test]
+async fn a_collection_holds_writes_on_every_droplet_and_restarts_the_others_registry() {
+    use crate::render::gc::gc_paths as gp;
+    let bucket: scripted::Shared = Default::default();
+    let (addr, server) = scripted::serve(bucket.clone()).await;
+    let keys = Arc::new(RecordingSpaces::default());
+    let w = World::start_with(keys.clone(), Some(&format!("http://{addr}"))).await;
+    let prior = w.created(with_gc(with_replicas(2), None, Some(0))).await;
+    let members = super::super::fleet::members(&prior);
+    let (first, second) = (
+        w.machines.machine(&members[0].1),
+        w.machines.machine(&members[1].1),
+    );
+    // The first droplet collects: its collector's status, as it would write it.
+    let status = first.path(gp::STATUS);
+    std::fs::create_dir_all(status.parent().unwrap()).unwrap();
+    std::fs::write(
+        &status,
+        r#"{"result":"ok","finished_at":"2099-01-01T03:00:09Z","finished_unix":4070919609,"freed_bytes":null,"blobs_deleted":3}"#,
+    )
+    .unwrap();
+    // When the first starts collecting (its first command reads the clock), the second must
+    // hold writes already.
+    first.shim(
+        "date",
+        &format!(
+            "[ -e {:?} ] && echo 'second holds writes' >> \"$SHIM_LOG\"\nexec /bin/date \"$@\"",
+            second.path(gp::RUNNING)
+        ),
+    );
+    first.clear_log();
+    second.clear_log();
+    let st = w
+        .updated(&prior, |c| *c = with_gc(c.clone(), None, Some(1)))
+        .await;
+    assert_eq!(
+        text(&st.garbage_collection_last_run),
+        "2099-01-01T03:00:09Z"
+    );
+    assert!(first.log().contains("systemctl start registry-gc.service"));
+    let log = second.log();
+    assert!(
+        !log.contains("registry-gc.service"),
+        "the second droplet collected too: {log}"
+    );
+    assert!(
+        first.log().contains("second holds writes"),
+        "the first collected while the second took writes: {}",
+        first.log()
+    );
+    assert!(
+        log.contains("systemctl restart docker-registry"),
+        "the second droplet's registry kept its cache: {log}"
+    );
+    assert!(
+        !second.path(gp::RUNNING).exists(),
+        "writes still held on the second droplet"
+    );
+    assert_eq!(
+        w.balanced(&st).await,
+        sorted(ids(&st)),
+        "both back in the balancer"
+    );
+    // Scheduled collections are refused: one droplet would collect while the other takes pushes.
+    let (planned, d) = w
+        .plan_update(&st, |c| *c = with_gc(c.clone(), Some("daily"), Some(1)))
+        .await;
+    assert!(planned.is_none());
+    assert_eq!(
+        summaries(&d.errors),
+        ["`garbage_collection.schedule` with `replicas`"]
+    );
+    server.abort();
+}
