@@ -1,8 +1,9 @@
 //! Replicas end to end: one registry of two droplets behind a load balancer, on one Spaces
 //! bucket, through every step of its life: both droplets serve what was pushed through the
 //! balancer; one droplet's nginx stopped, the balancer's health check takes it out and no pull
-//! fails; users changed on every droplet; a rolling replacement and 2 -> 3 -> 2 under a loop of
-//! pulls, none failing; destroy leaving no droplet, balancer, record, firewall or key.
+//! fails; users changed on every droplet; a rolling replacement, 2 -> 3 -> 2 and a garbage
+//! collection under a loop of pulls, none failing; destroy leaving no droplet, balancer,
+//! record, firewall or key.
 
 use std::time::{Duration, Instant};
 
@@ -25,9 +26,25 @@ const MANIFEST_TYPES: &str =
 /// start: the refusal without it is the storage test's; here the destroy at the end empties
 /// the bucket.
 fn configure(fx: &StorageFixture, bucket: &str, generation: u32, replicas: u32, users: &str) {
+    configure_with(fx, bucket, generation, replicas, users, "");
+}
+
+/// [`configure`] with more of the resource's body (`extra`, whole blocks).
+fn configure_with(
+    fx: &StorageFixture,
+    bucket: &str,
+    generation: u32,
+    replicas: u32,
+    users: &str,
+    extra: &str,
+) {
     let storage =
         format!("    backend = \"spaces\"\n    bucket  = \"{bucket}\"\n    force_destroy = true");
-    fx.config_with(generation, &storage, &format!("  replicas = {replicas}\n"));
+    fx.config_with(
+        generation,
+        &storage,
+        &format!("  replicas = {replicas}\n{extra}"),
+    );
     // The fixture writes one users line, admin's; it is replaced as written, and the test
     // fails here rather than apply other users should that line change.
     let path = fx.tf.dir.path().join("main.tf");
@@ -672,7 +689,79 @@ fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_fail
         step.elapsed().as_secs_f64()
     );
 
-    // 7. Destroy: no droplet, balancer, record, firewall or Spaces key of this registry left.
+    // 7. A collection through the plan: writes held on both droplets while the first
+    // collects, then the second's registry restarted out of the balancer (it caches blob
+    // descriptors); pulls go on throughout. What a deleted image held is gone as both
+    // droplets see it, the kept image is served whole by each, and pushes go through again.
+    let step = Instant::now();
+    let (gone_ref, _) = fx.push_as("acc/gone", 128 * 1024);
+    let raw = fx
+        .skopeo()
+        .inspect_raw(&gone_ref, Some(&format!("admin:{ADMIN_PW}")));
+    assert!(raw.status.success(), "{}", text(&raw));
+    let gone: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let gone_layer = gone["layers"][0]["digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no layer: {gone}"))
+        .to_owned();
+    let blob_status = |ip: &str| {
+        let http = pinned(&ca, &fx.fqdn, ip);
+        let token = token(&http, &fx.fqdn, admin, "repository:acc/gone:pull")
+            .unwrap_or_else(|e| panic!("admin on droplet {ip}: {e}"));
+        http.head(format!(
+            "https://{}/v2/acc/gone/blobs/{gone_layer}",
+            fx.fqdn
+        ))
+        .bearer_auth(token)
+        .send()
+        .unwrap_or_else(|e| panic!("HEAD the deleted image's layer on {ip}: {e}"))
+        .status()
+        .as_u16()
+    };
+    for ip in &addrs5 {
+        // Asked once before, so that each droplet's registry caches its descriptor.
+        assert_eq!(
+            blob_status(ip),
+            200,
+            "the layer before the collection on {ip}"
+        );
+    }
+    fx.delete(&gone_ref);
+    let looper = PullLoop::start(fx.skopeo(), tag.clone(), format!("admin:{ADMIN_PW}"));
+    std::thread::sleep(Duration::from_secs(1));
+    configure_with(
+        &fx,
+        &bucket,
+        2,
+        2,
+        &users2,
+        "  garbage_collection {\n    run = 1\n  }\n",
+    );
+    let (ok, out) = fx.apply_logged("collect.log");
+    let collect_pulls = no_failed_pull(looper, "the collection");
+    assert!(ok, "collection: {out}\n{}", fx.lo.log_tail());
+    let v6 = fx.values();
+    assert!(
+        v6["garbage_collection_last_run"].is_string(),
+        "no collection recorded: {}",
+        v6["garbage_collection_last_run"]
+    );
+    assert_eq!(droplet_ids(&v6), ids5, "collected in place");
+    for ip in &addrs5 {
+        assert_eq!(
+            blob_status(ip),
+            404,
+            "droplet {ip} still has the deleted image's layer {gone_layer}"
+        );
+    }
+    every_droplet_serves(&ca, &fx.fqdn, &addrs5, repository, &digest, puller);
+    fx.push_as("acc/after", 64 * 1024);
+    eprintln!(
+        "replicas step 7: collected across both droplets, {collect_pulls} pulls meanwhile, none failed ({:.0} s)",
+        step.elapsed().as_secs_f64()
+    );
+
+    // 8. Destroy: no droplet, balancer, record, firewall or Spaces key of this registry left.
     let step = Instant::now();
     let key_id = v5["spaces_key_id"]
         .as_str()
@@ -722,7 +811,7 @@ fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_fail
         "the registry's Spaces key {key_id} is still there: {key}"
     );
     eprintln!(
-        "replicas step 7: destroyed, nothing left ({:.0} s); the whole test {:.0} s",
+        "replicas step 8: destroyed, nothing left ({:.0} s); the whole test {:.0} s",
         step.elapsed().as_secs_f64(),
         whole.elapsed().as_secs_f64()
     );
