@@ -53,21 +53,7 @@ pub async fn update(
         .as_ref_option()
         .map(|i| *i as u64)
         .ok_or(Error::MissingState("droplet id"))?;
-    let remaining = || deadline.saturating_duration_since(Instant::now());
-    let wait = |a: Action| async move { client.wait_for_action(a.id, remaining()).await };
-    if prior.name != st.name && !m.name.is_empty() {
-        let a = client.rename(id, &m.name).await?;
-        wait(a).await?;
-    }
-    if prior.size != st.size && known(&st.size).is_some() {
-        let off = client.power_off(id).await?;
-        wait(off).await?;
-        let r = client.resize(id, &m.size).await?;
-        wait(r).await?;
-        let on = client.power_on(id).await?;
-        wait(on).await?;
-    }
-    super::backups::update(env, prior, m, id, deadline).await?;
+    droplet_settings(env, prior, st, m, id, deadline).await?;
     // Firewall: recreated when gone, updated when the SSH sources changed.
     ensure_firewall(client, prior, st, m, &[id]).await?;
     if m.reserved_ip {
@@ -94,15 +80,6 @@ pub async fn update(
     super::create::keep_deleted(env, m, Model::of(prior).storage.keep_deleted_days).await?;
     if prior.ssh_key_fingerprints != st.ssh_key_fingerprints {
         droplet::set_people_keys(env, st, m, deadline).await?;
-    }
-    if prior.tags != st.tags {
-        let old = Model::of(prior).tags;
-        for t in m.tags.iter().filter(|t| !old.contains(t)) {
-            client.tag_droplet(t, id).await?;
-        }
-        for t in old.iter().filter(|t| !m.tags.contains(t)) {
-            client.untag_droplet(t, id).await?;
-        }
     }
     users::fill(st, Some(prior)).await?;
     if st.certificate_pem.is_unknown() {
@@ -162,34 +139,14 @@ async fn update_fleet(
     {
         ensure_record(client, st).await?;
     }
-    let remaining = || deadline.saturating_duration_since(Instant::now());
     if !replacing {
         for &id in &ids {
             if prior.size != st.size && known(&st.size).is_some() {
-                // Out of the balancer while it is off: no request is sent to it meanwhile. It
-                // goes back once converged and verified (below).
+                // Out of the balancer while it is off (one droplet at a time: the others
+                // serve meanwhile). It goes back once converged and verified (below).
                 fleet::leave_balancer(env, st, id).await?;
             }
-            let wait = |a: Action| async move { client.wait_for_action(a.id, remaining()).await };
-            if prior.name != st.name && !m.name.is_empty() {
-                wait(client.rename(id, &m.name).await?).await?;
-            }
-            if prior.size != st.size && known(&st.size).is_some() {
-                // One droplet at a time: the others serve meanwhile.
-                wait(client.power_off(id).await?).await?;
-                wait(client.resize(id, &m.size).await?).await?;
-                wait(client.power_on(id).await?).await?;
-            }
-            super::backups::update(env, prior, m, id, deadline).await?;
-            if prior.tags != st.tags {
-                let old = Model::of(prior).tags;
-                for t in m.tags.iter().filter(|t| !old.contains(t)) {
-                    client.tag_droplet(t, id).await?;
-                }
-                for t in old.iter().filter(|t| !m.tags.contains(t)) {
-                    client.untag_droplet(t, id).await?;
-                }
-            }
+            droplet_settings(env, prior, st, m, id, deadline).await?;
         }
         if prior.ssh_key_fingerprints != st.ssh_key_fingerprints {
             for (id, ip) in fleet::members(st) {
@@ -228,6 +185,40 @@ async fn update_fleet(
         fleet::settle_single(st);
     }
     super::monitoring::ensure(env, prior, st, m).await
+}
+
+/// What the API changes on droplet `id`: its name, size (a resize powers it off), backups and
+/// tags.
+async fn droplet_settings(
+    env: &Env,
+    prior: &RegistryState,
+    st: &RegistryState,
+    m: &Model,
+    id: u64,
+    deadline: Instant,
+) -> Result<()> {
+    let client = &env.client;
+    let remaining = || deadline.saturating_duration_since(Instant::now());
+    let wait = |a: Action| async move { client.wait_for_action(a.id, remaining()).await };
+    if prior.name != st.name && !m.name.is_empty() {
+        wait(client.rename(id, &m.name).await?).await?;
+    }
+    if prior.size != st.size && known(&st.size).is_some() {
+        wait(client.power_off(id).await?).await?;
+        wait(client.resize(id, &m.size).await?).await?;
+        wait(client.power_on(id).await?).await?;
+    }
+    super::backups::update(env, prior, m, id, deadline).await?;
+    if prior.tags != st.tags {
+        let old = Model::of(prior).tags;
+        for t in m.tags.iter().filter(|t| !old.contains(t)) {
+            client.tag_droplet(t, id).await?;
+        }
+        for t in old.iter().filter(|t| !m.tags.contains(t)) {
+            client.untag_droplet(t, id).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether this apply runs a garbage collection: `garbage_collection.run` is set and differs

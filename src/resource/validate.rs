@@ -1147,13 +1147,17 @@ mod tests {
             [
                 "`reserved_ip` with `replicas`",
                 "`tls.renew = \"droplet\"` with `replicas`",
-                "`garbage_collection` with `replicas`"
+                "`garbage_collection.schedule` with `replicas`"
             ]
         );
-        assert!(
-            p[1].contains("renew") && p[2].contains("garbage_collection"),
-            "{p:?}"
-        );
+        assert!(p[1].contains("renew") && p[2].contains("schedule"), "{p:?}");
+        // Collections through the plan are for several droplets too.
+        let mut c = config(2, Some("spaces"));
+        c.garbage_collection = V::Value(GcState {
+            run: V::Value(1),
+            ..Default::default()
+        });
+        assert!(summaries(&c).0.is_empty());
     }
 
     #[test]

@@ -315,6 +315,34 @@ fn no_failed_pull(looper: PullLoop, what: &str) -> usize {
     pulls
 }
 
+/// Applies the configuration `configure` wrote, under a loop of pulls of `tag` through the
+/// balancer as `user`: the apply succeeds as one change in place and no pull fails (`what`
+/// names the change in failures). Returns how many pulls ran.
+fn apply_under_pulls(
+    fx: &StorageFixture,
+    tag: &str,
+    user: (&str, &str),
+    log: &str,
+    what: &str,
+    configure: impl FnOnce(),
+) -> usize {
+    let looper = PullLoop::start(
+        fx.skopeo(),
+        tag.to_owned(),
+        format!("{}:{}", user.0, user.1),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    configure();
+    let (ok, out) = fx.apply_logged(log);
+    let pulls = no_failed_pull(looper, what);
+    assert!(ok, "{what}: {out}\n{}", fx.lo.log_tail());
+    assert!(
+        out.contains("0 added, 1 changed, 0 destroyed"),
+        "{what} is not one change in place:\n{out}"
+    );
+    pulls
+}
+
 #[test]
 fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_failed_pull() {
     let fx = StorageFixture::new(true);
@@ -504,16 +532,9 @@ fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_fail
     let users2 = format!(
         "    admin  = {{ password = \"{ADMIN_PW}\" }}\n    puller = {{ password = \"{PULLER_PW}\", access = \"pull\" }}"
     );
-    configure(&fx, &bucket, 1, 2, &users2);
-    let looper = PullLoop::start(fx.skopeo(), tag.clone(), format!("admin:{ADMIN_PW}"));
-    std::thread::sleep(Duration::from_secs(1));
-    let (ok, out) = fx.apply_logged("users.log");
-    let pulls = no_failed_pull(looper, "the users update");
-    assert!(ok, "users update: {out}\n{}", fx.lo.log_tail());
-    assert!(
-        out.contains("0 added, 1 changed, 0 destroyed"),
-        "not one change in place:\n{out}"
-    );
+    let pulls = apply_under_pulls(&fx, &tag, admin, "users.log", "the users update", || {
+        configure(&fx, &bucket, 1, 2, &users2)
+    });
     let v2 = fx.values();
     assert_eq!(
         droplet_ids(&v2),
@@ -538,19 +559,13 @@ fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_fail
     // record stay, with the new droplets behind it.
     let step = Instant::now();
     let records_before = a_records(&fx);
-    let looper = PullLoop::start(
-        fx.skopeo(),
-        tag.clone(),
-        format!("{}:{}", puller.0, puller.1),
-    );
-    std::thread::sleep(Duration::from_secs(1));
-    configure(&fx, &bucket, 2, 2, &users2);
-    let (ok, out) = fx.apply_logged("replace.log");
-    let pulls = no_failed_pull(looper, "the rolling replacement");
-    assert!(ok, "rolling replacement: {out}\n{}", fx.lo.log_tail());
-    assert!(
-        out.contains("0 added, 1 changed, 0 destroyed"),
-        "not one change in place:\n{out}"
+    let pulls = apply_under_pulls(
+        &fx,
+        &tag,
+        puller,
+        "replace.log",
+        "the rolling replacement",
+        || configure(&fx, &bucket, 2, 2, &users2),
     );
     let v3 = fx.values();
     let ids3 = droplet_ids(&v3);
@@ -604,19 +619,13 @@ fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_fail
     // 6. 2 -> 3 -> 2 in place under pulls: the droplets that stay are the same ones, the
     // balancer sends to exactly the state's droplets each time.
     let step = Instant::now();
-    let looper = PullLoop::start(
-        fx.skopeo(),
-        tag.clone(),
-        format!("{}:{}", puller.0, puller.1),
-    );
-    std::thread::sleep(Duration::from_secs(1));
-    configure(&fx, &bucket, 2, 3, &users2);
-    let (ok, out) = fx.apply_logged("grow.log");
-    let grow_pulls = no_failed_pull(looper, "the growth to 3 droplets");
-    assert!(ok, "replicas = 3: {out}\n{}", fx.lo.log_tail());
-    assert!(
-        out.contains("0 added, 1 changed, 0 destroyed"),
-        "not one change in place:\n{out}"
+    let grow_pulls = apply_under_pulls(
+        &fx,
+        &tag,
+        puller,
+        "grow.log",
+        "the growth to 3 droplets",
+        || configure(&fx, &bucket, 2, 3, &users2),
     );
     let v4 = fx.values();
     let ids4 = droplet_ids(&v4);
@@ -645,19 +654,13 @@ fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_fail
     );
     every_droplet_serves(&ca, &fx.fqdn, &addrs4, repository, &digest, puller);
 
-    let looper = PullLoop::start(
-        fx.skopeo(),
-        tag.clone(),
-        format!("{}:{}", puller.0, puller.1),
-    );
-    std::thread::sleep(Duration::from_secs(1));
-    configure(&fx, &bucket, 2, 2, &users2);
-    let (ok, out) = fx.apply_logged("shrink.log");
-    let shrink_pulls = no_failed_pull(looper, "the shrink to 2 droplets");
-    assert!(ok, "replicas = 2: {out}\n{}", fx.lo.log_tail());
-    assert!(
-        out.contains("0 added, 1 changed, 0 destroyed"),
-        "not one change in place:\n{out}"
+    let shrink_pulls = apply_under_pulls(
+        &fx,
+        &tag,
+        puller,
+        "shrink.log",
+        "the shrink to 2 droplets",
+        || configure(&fx, &bucket, 2, 2, &users2),
     );
     let v5 = fx.values();
     let ids5 = droplet_ids(&v5);
@@ -727,19 +730,17 @@ fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_fail
         );
     }
     fx.delete(&gone_ref);
-    let looper = PullLoop::start(fx.skopeo(), tag.clone(), format!("admin:{ADMIN_PW}"));
-    std::thread::sleep(Duration::from_secs(1));
-    configure_with(
-        &fx,
-        &bucket,
-        2,
-        2,
-        &users2,
-        "  garbage_collection {\n    run = 1\n  }\n",
-    );
-    let (ok, out) = fx.apply_logged("collect.log");
-    let collect_pulls = no_failed_pull(looper, "the collection");
-    assert!(ok, "collection: {out}\n{}", fx.lo.log_tail());
+    let collect_pulls =
+        apply_under_pulls(&fx, &tag, admin, "collect.log", "the collection", || {
+            configure_with(
+                &fx,
+                &bucket,
+                2,
+                2,
+                &users2,
+                "  garbage_collection {\n    run = 1\n  }\n",
+            )
+        });
     let v6 = fx.values();
     assert!(
         v6["garbage_collection_last_run"].is_string(),

@@ -15,6 +15,15 @@ fn with_replicas(n: i64) -> RegistryState {
     c
 }
 
+/// A world whose Spaces is a scripted bucket (the server runs until aborted).
+async fn spaces_world() -> (World, tokio::task::JoinHandle<()>) {
+    let bucket: scripted::Shared = Default::default();
+    let (addr, server) = scripted::serve(bucket).await;
+    let keys = Arc::new(RecordingSpaces::default());
+    let w = World::start_with(keys, Some(&format!("http://{addr}"))).await;
+    (w, server)
+}
+
 fn ids(st: &RegistryState) -> Vec<u64> {
     super::super::fleet::members(st)
         .into_iter()
@@ -46,10 +55,7 @@ fn sorted(mut v: Vec<u64>) -> Vec<u64> {
 
 #[tokio::test]
 async fn replicas_change_in_place_come_back_when_deleted_by_hand_and_return_to_one() {
-    let bucket: scripted::Shared = Default::default();
-    let (addr, server) = scripted::serve(bucket.clone()).await;
-    let keys = Arc::new(RecordingSpaces::default());
-    let w = World::start_with(keys.clone(), Some(&format!("http://{addr}"))).await;
+    let (w, server) = spaces_world().await;
 
     // Two droplets, the balancer holding both, the record on its address.
     let st = w.created(with_replicas(2)).await;
@@ -175,10 +181,7 @@ async fn replicas_change_in_place_come_back_when_deleted_by_hand_and_return_to_o
 
 #[tokio::test]
 async fn a_new_image_replaces_the_droplets_one_at_a_time_behind_the_same_balancer() {
-    let bucket: scripted::Shared = Default::default();
-    let (addr, server) = scripted::serve(bucket.clone()).await;
-    let keys = Arc::new(RecordingSpaces::default());
-    let w = World::start_with(keys.clone(), Some(&format!("http://{addr}"))).await;
+    let (w, server) = spaces_world().await;
     let st = w.created(with_replicas(2)).await;
     let old = ids(&st);
     let (planned, d) = w
@@ -221,10 +224,7 @@ async fn a_new_image_replaces_the_droplets_one_at_a_time_behind_the_same_balance
 
 #[tokio::test]
 async fn a_hand_edit_on_any_droplet_shows_in_the_plan_and_apply_puts_it_back() {
-    let bucket: scripted::Shared = Default::default();
-    let (addr, server) = scripted::serve(bucket.clone()).await;
-    let keys = Arc::new(RecordingSpaces::default());
-    let w = World::start_with(keys.clone(), Some(&format!("http://{addr}"))).await;
+    let (w, server) = spaces_world().await;
     let prior = w.created(with_replicas(2)).await;
     let (read, d) = w.read(&prior).await;
     assert!(d.warnings.is_empty(), "{d:?}");
@@ -260,10 +260,7 @@ async fn a_hand_edit_on_any_droplet_shows_in_the_plan_and_apply_puts_it_back() {
 #[tokio::test]
 async fn a_collection_holds_writes_on_every_droplet_and_restarts_the_others_registry() {
     use crate::render::gc::gc_paths as gp;
-    let bucket: scripted::Shared = Default::default();
-    let (addr, server) = scripted::serve(bucket.clone()).await;
-    let keys = Arc::new(RecordingSpaces::default());
-    let w = World::start_with(keys.clone(), Some(&format!("http://{addr}"))).await;
+    let (w, server) = spaces_world().await;
     let prior = w.created(with_gc(with_replicas(2), None, Some(0))).await;
     let members = super::super::fleet::members(&prior);
     let (first, second) = (
