@@ -1,9 +1,10 @@
-//! Replicas end to end: one registry of two droplets behind a load balancer, on one Spaces
-//! bucket, through every step of its life: both droplets serve what was pushed through the
-//! balancer; one droplet's nginx stopped, the balancer's health check takes it out and no pull
-//! fails; users changed on every droplet; a rolling replacement, 2 -> 3 -> 2 and a garbage
-//! collection under a loop of pulls, none failing; destroy leaving no droplet, balancer,
-//! record, firewall or key.
+//! Replicas end to end, in two tests that run side by side (each a registry of two droplets
+//! behind a load balancer on a Spaces bucket of its own). The first: both droplets serve
+//! what was pushed through the balancer; one droplet's nginx stopped, the balancer's check
+//! takes it out and no pull fails; users changed on every droplet; a rolling replacement
+//! under a loop of pulls, none failing. The second: 2 -> 3 -> 2 in place and a garbage
+//! collection across both droplets, under pulls, none failing. Each ends with a destroy that
+//! leaves no droplet, balancer, record, firewall or key.
 
 use std::time::{Duration, Instant};
 
@@ -343,31 +344,23 @@ fn apply_under_pulls(
     pulls
 }
 
-#[test]
-fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_failed_pull() {
-    let fx = StorageFixture::new(true);
-    use rand::Rng;
-    let bucket = format!("tf-acc-{:08x}", rand::thread_rng().gen::<u32>());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let whole = Instant::now();
-    let admin = ("admin", ADMIN_PW);
-    let reader = ("reader", READER_PW);
-    let puller = ("puller", PULLER_PW);
-    // Every droplet id the state ever held: none may be left at the end.
-    let mut every_id: Vec<u64> = Vec::new();
-
-    // 1. Two droplets behind a load balancer, the name on the balancer's address.
+/// The first step of both tests: `replicas = 2` with `users` (the entries of the HCL map) made
+/// from scratch: two droplets behind a load balancer, the name on the balancer's address, its
+/// rules and check as the provider sets them, both droplets up behind it. Returns the state,
+/// the droplets' ids and addresses, the balancer's id and address.
+fn created_pair(
+    fx: &StorageFixture,
+    bucket: &str,
+    rt: &tokio::runtime::Runtime,
+    users: &str,
+) -> (Value, Vec<u64>, Vec<String>, String, String) {
     let step = Instant::now();
-    let users1 = format!(
-        "    admin  = {{ password = \"{ADMIN_PW}\" }}\n    reader = {{ password = \"{READER_PW}\", access = \"pull\" }}"
-    );
-    configure(&fx, &bucket, 1, 2, &users1);
+    configure(fx, bucket, 1, 2, users);
     let (ok, out) = fx.apply_logged("create.log");
     assert!(ok, "apply: {out}\n{}", fx.lo.log_tail());
     let v1 = fx.values();
     let ids1 = droplet_ids(&v1);
     let addrs1 = addresses(&v1);
-    every_id.extend(&ids1);
     assert_eq!(ids1.len(), 2, "droplet_ids: {ids1:?}");
     assert_eq!(addrs1.len(), 2, "ipv4_addresses: {addrs1:?}");
     assert_ne!(ids1[0], ids1[1], "droplet_ids: {ids1:?}");
@@ -383,7 +376,7 @@ fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_fail
         "ipv4_address is not the first of {addrs1:?}"
     );
     assert_eq!(
-        droplets_in_account(&fx),
+        droplets_in_account(fx),
         sorted(ids1.clone()),
         "the account's droplets of this name"
     );
@@ -401,17 +394,17 @@ fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_fail
         !addrs1.contains(&lb_ip),
         "the load balancer's address {lb_ip} is a droplet's: {addrs1:?}"
     );
-    let records = a_records(&fx);
+    let records = a_records(fx);
     assert_eq!(records.len(), 1, "A records: {records:?}");
     assert_eq!(
         records[0]["data"].as_str(),
         Some(lb_ip.as_str()),
         "the A record is not on the load balancer {lb_ip}: {records:?}"
     );
-    let lb = balancer(&fx, &lb_id);
+    let lb = balancer(fx, &lb_id);
     assert_eq!(lb["ip"].as_str(), Some(lb_ip.as_str()), "{lb}");
     assert_eq!(
-        balancer_droplets(&fx, &lb_id),
+        balancer_droplets(fx, &lb_id),
         sorted(ids1.clone()),
         "the load balancer's droplets"
     );
@@ -447,12 +440,90 @@ fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_fail
     );
     // The droplets answer that check: both healthy behind the balancer.
     for id in &ids1 {
-        wait_health(&fx, &rt, &lb_id, *id, "UP", Duration::from_secs(30));
+        wait_health(fx, rt, &lb_id, *id, "UP", Duration::from_secs(30));
     }
     eprintln!(
         "replicas step 1: created 2 droplets {ids1:?} ({addrs1:?}) behind {lb_ip} in {:.0} s",
         step.elapsed().as_secs_f64()
     );
+    (v1, ids1, addrs1, lb_id, lb_ip)
+}
+
+/// The last step of both tests: destroy (with `force_destroy`) leaves no droplet (none of
+/// `every_id`, every droplet the state ever held), balancer, record, firewall or Spaces key of
+/// this registry; `last` is the state before it.
+fn destroyed_leaves_nothing(fx: &StorageFixture, last: &Value, lb_id: &str, every_id: &[u64]) {
+    let step = Instant::now();
+    let key_id = last["spaces_key_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("spaces_key_id: {}", last["spaces_key_id"]))
+        .to_owned();
+    let (ok, out) = fx.destroy();
+    assert!(
+        ok,
+        "destroy with force_destroy: {out}\n{}",
+        fx.lo.log_tail()
+    );
+    let left = droplets_in_account(fx);
+    assert!(left.is_empty(), "droplets left: {left:?}");
+    for id in every_id {
+        let (status, body) = fx.lo.api("GET", &format!("/v2/droplets/{id}"), None);
+        assert_eq!(status, 404, "droplet {id} is still there: {body}");
+    }
+    let (status, body) = fx
+        .lo
+        .api("GET", &format!("/v2/load_balancers/{lb_id}"), None);
+    assert_eq!(status, 404, "load balancer {lb_id} is still there: {body}");
+    let (status, all) = fx.lo.api("GET", "/v2/load_balancers?per_page=200", None);
+    assert_eq!(status, 200, "{all}");
+    // Nor any other balancer of this registry's name (one made and lost by a failed step).
+    let prefix = format!("{}-", fx.name);
+    let listed: Vec<&Value> = all["load_balancers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| {
+            let name = l["name"].as_str().unwrap_or_default();
+            l["id"] == lb_id || name == fx.name || name.starts_with(&prefix)
+        })
+        .collect();
+    assert!(
+        listed.is_empty(),
+        "load balancers of this registry still listed: {listed:?}"
+    );
+    let records = a_records(fx);
+    assert!(records.is_empty(), "A records left: {records:?}");
+    // Its firewall is `<name>-registry`; none of the registry's name is left.
+    let firewalls = fx.lo.firewalls_of(&fx.name);
+    assert!(firewalls.is_empty(), "firewalls left: {firewalls:?}");
+    let (status, key) = fx.lo.api("GET", &format!("/v2/spaces/keys/{key_id}"), None);
+    assert_eq!(
+        status, 404,
+        "the registry's Spaces key {key_id} is still there: {key}"
+    );
+    eprintln!(
+        "replicas: destroyed, nothing left ({:.0} s)",
+        step.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_failed_pull() {
+    let fx = StorageFixture::new(true);
+    use rand::Rng;
+    let bucket = format!("tf-acc-{:08x}", rand::thread_rng().gen::<u32>());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let whole = Instant::now();
+    let admin = ("admin", ADMIN_PW);
+    let reader = ("reader", READER_PW);
+    let puller = ("puller", PULLER_PW);
+    let users1 = format!(
+        "    admin  = {{ password = \"{ADMIN_PW}\" }}\n    reader = {{ password = \"{READER_PW}\", access = \"pull\" }}"
+    );
+    // 1. Two droplets behind a load balancer, the name on the balancer's address.
+    let (v1, ids1, addrs1, lb_id, lb_ip) = created_pair(&fx, &bucket, &rt, &users1);
+    // Every droplet id the state ever held: none may be left at the end.
+    let mut every_id: Vec<u64> = ids1.clone();
 
     // 2. Pushed through the name (the balancer: a push's requests may land on either droplet,
     // its upload's state in the bucket); each droplet, by its own address, serves it whole.
@@ -616,16 +687,51 @@ fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_fail
         step.elapsed().as_secs_f64()
     );
 
-    // 6. 2 -> 3 -> 2 in place under pulls: the droplets that stay are the same ones, the
+    // 6. Destroy.
+    destroyed_leaves_nothing(&fx, &v3, &lb_id, &every_id);
+    eprintln!(
+        "replicas: the whole test {:.0} s",
+        whole.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn replicas_change_in_place_and_collect_garbage_across_droplets_without_a_failed_pull() {
+    let fx = StorageFixture::new(true);
+    use rand::Rng;
+    let bucket = format!("tf-acc-{:08x}", rand::thread_rng().gen::<u32>());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let whole = Instant::now();
+    let admin = ("admin", ADMIN_PW);
+    let reader = ("reader", READER_PW);
+    let users1 = format!(
+        "    admin  = {{ password = \"{ADMIN_PW}\" }}\n    reader = {{ password = \"{READER_PW}\", access = \"pull\" }}"
+    );
+    // 1. Two droplets behind a load balancer, the name on the balancer's address.
+    let (v1, ids1, addrs1, lb_id, lb_ip) = created_pair(&fx, &bucket, &rt, &users1);
+    // Every droplet id the state ever held: none may be left at the end.
+    let mut every_id: Vec<u64> = ids1.clone();
+
+    // 2. An image pushed through the balancer, for the pulls below.
+    let ca = v1["ca_certificate_pem"].as_str().unwrap().to_owned();
+    let repository = "acc/replicas";
+    let (by_digest, tag) = fx.push_as(repository, 256 * 1024);
+    let digest = by_digest.rsplit_once('@').unwrap().1.to_owned();
+    fx.pull(&by_digest);
+    every_droplet_serves(&ca, &fx.fqdn, &addrs1, repository, &digest, reader);
+    let ids3 = ids1.clone();
+    eprintln!("replicas in place: created behind {lb_ip}");
+
+    // 3. 2 -> 3 -> 2 in place under pulls: the droplets that stay are the same ones, the
     // balancer sends to exactly the state's droplets each time.
     let step = Instant::now();
     let grow_pulls = apply_under_pulls(
         &fx,
         &tag,
-        puller,
+        reader,
         "grow.log",
         "the growth to 3 droplets",
-        || configure(&fx, &bucket, 2, 3, &users2),
+        || configure(&fx, &bucket, 1, 3, &users1),
     );
     let v4 = fx.values();
     let ids4 = droplet_ids(&v4);
@@ -652,15 +758,15 @@ fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_fail
         sorted(ids4.clone()),
         "the account's droplets of this name at 3"
     );
-    every_droplet_serves(&ca, &fx.fqdn, &addrs4, repository, &digest, puller);
+    every_droplet_serves(&ca, &fx.fqdn, &addrs4, repository, &digest, reader);
 
     let shrink_pulls = apply_under_pulls(
         &fx,
         &tag,
-        puller,
+        reader,
         "shrink.log",
         "the shrink to 2 droplets",
-        || configure(&fx, &bucket, 2, 2, &users2),
+        || configure(&fx, &bucket, 1, 2, &users1),
     );
     let v5 = fx.values();
     let ids5 = droplet_ids(&v5);
@@ -686,13 +792,13 @@ fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_fail
         let (status, body) = fx.lo.api("GET", &format!("/v2/droplets/{gone}"), None);
         assert_eq!(status, 404, "removed droplet {gone} is still there: {body}");
     }
-    every_droplet_serves(&ca, &fx.fqdn, &addrs5, repository, &digest, puller);
+    every_droplet_serves(&ca, &fx.fqdn, &addrs5, repository, &digest, reader);
     eprintln!(
-        "replicas step 6: {ids3:?} -> {ids4:?} -> {ids5:?}, {grow_pulls} + {shrink_pulls} pulls through the balancer, none failed ({:.0} s)",
+        "replicas step 3: {ids3:?} -> {ids4:?} -> {ids5:?}, {grow_pulls} + {shrink_pulls} pulls through the balancer, none failed ({:.0} s)",
         step.elapsed().as_secs_f64()
     );
 
-    // 7. A collection through the plan: writes held on both droplets while the first
+    // 4. A collection through the plan: writes held on both droplets while the first
     // collects, then the second's registry restarted out of the balancer (it caches blob
     // descriptors); pulls go on throughout. What a deleted image held is gone as both
     // droplets see it, the kept image is served whole by each, and pushes go through again.
@@ -735,9 +841,9 @@ fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_fail
             configure_with(
                 &fx,
                 &bucket,
+                1,
                 2,
-                2,
-                &users2,
+                &users1,
                 "  garbage_collection {\n    run = 1\n  }\n",
             )
         });
@@ -755,65 +861,17 @@ fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_fail
             "droplet {ip} still has the deleted image's layer {gone_layer}"
         );
     }
-    every_droplet_serves(&ca, &fx.fqdn, &addrs5, repository, &digest, puller);
+    every_droplet_serves(&ca, &fx.fqdn, &addrs5, repository, &digest, reader);
     fx.push_as("acc/after", 64 * 1024);
     eprintln!(
-        "replicas step 7: collected across both droplets, {collect_pulls} pulls meanwhile, none failed ({:.0} s)",
+        "replicas step 4: collected across both droplets, {collect_pulls} pulls meanwhile, none failed ({:.0} s)",
         step.elapsed().as_secs_f64()
     );
 
-    // 8. Destroy: no droplet, balancer, record, firewall or Spaces key of this registry left.
-    let step = Instant::now();
-    let key_id = v5["spaces_key_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("spaces_key_id: {}", v5["spaces_key_id"]))
-        .to_owned();
-    let (ok, out) = fx.destroy();
-    assert!(
-        ok,
-        "destroy with force_destroy: {out}\n{}",
-        fx.lo.log_tail()
-    );
-    let left = droplets_in_account(&fx);
-    assert!(left.is_empty(), "droplets left: {left:?}");
-    for id in &every_id {
-        let (status, body) = fx.lo.api("GET", &format!("/v2/droplets/{id}"), None);
-        assert_eq!(status, 404, "droplet {id} is still there: {body}");
-    }
-    let (status, body) = fx
-        .lo
-        .api("GET", &format!("/v2/load_balancers/{lb_id}"), None);
-    assert_eq!(status, 404, "load balancer {lb_id} is still there: {body}");
-    let (status, all) = fx.lo.api("GET", "/v2/load_balancers?per_page=200", None);
-    assert_eq!(status, 200, "{all}");
-    // Nor any other balancer of this registry's name (one made and lost by a failed step).
-    let prefix = format!("{}-", fx.name);
-    let listed: Vec<&Value> = all["load_balancers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|l| {
-            let name = l["name"].as_str().unwrap_or_default();
-            l["id"] == lb_id.as_str() || name == fx.name || name.starts_with(&prefix)
-        })
-        .collect();
-    assert!(
-        listed.is_empty(),
-        "load balancers of this registry still listed: {listed:?}"
-    );
-    let records = a_records(&fx);
-    assert!(records.is_empty(), "A records left: {records:?}");
-    // Its firewall is `<name>-registry`; none of the registry's name is left.
-    let firewalls = fx.lo.firewalls_of(&fx.name);
-    assert!(firewalls.is_empty(), "firewalls left: {firewalls:?}");
-    let (status, key) = fx.lo.api("GET", &format!("/v2/spaces/keys/{key_id}"), None);
-    assert_eq!(
-        status, 404,
-        "the registry's Spaces key {key_id} is still there: {key}"
-    );
+    // 5. Destroy.
+    destroyed_leaves_nothing(&fx, &v5, &lb_id, &every_id);
     eprintln!(
-        "replicas step 8: destroyed, nothing left ({:.0} s); the whole test {:.0} s",
-        step.elapsed().as_secs_f64(),
+        "replicas in place: the whole test {:.0} s",
         whole.elapsed().as_secs_f64()
     );
 }
