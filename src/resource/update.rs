@@ -115,6 +115,14 @@ async fn update_fleet(
 ) -> Result<()> {
     let client = &env.client;
     let replacing = new_droplet_reason(prior, st).is_some();
+    // An apply killed while it added a droplet left one no state knows (still tagged as
+    // being created): deleted before anything else.
+    let keep: Vec<u64> = fleet::members(prior)
+        .into_iter()
+        .map(|(id, _)| id)
+        .chain(super::destroy::retired_droplets(prior))
+        .collect();
+    droplet::sweep_interrupted(env, m, &keep, false).await?;
     fleet::set_members(st, &fleet::members(prior));
     st.ipv6_address = prior.ipv6_address.clone();
     st.load_balancer_id = prior.load_balancer_id.clone();

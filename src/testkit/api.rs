@@ -58,6 +58,23 @@ impl Api {
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
     }
 
+    /// A droplet made outside the provider, tagged `tag`; its id.
+    pub async fn add_droplet_tagged(&self, tag: &str) -> u64 {
+        let r = reqwest::Client::new()
+            .post(format!("{}v2/droplets", self.base))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({
+                "name": "leftover", "region": "nyc3", "size": "s-1vcpu-1gb",
+                "image": "debian-12-x64", "tags": [tag]
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "creating a droplet");
+        let body: serde_json::Value = r.json().await.unwrap();
+        body["droplet"]["id"].as_u64().expect("droplet id")
+    }
+
     /// A Droplet snapshot (its image id) of a new droplet of `size` in `region`, as the
     /// droplet `snapshot` action makes one.
     pub async fn droplet_snapshot(&self, size: &str, region: &str) -> String {

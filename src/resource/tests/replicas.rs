@@ -94,6 +94,11 @@ async fn replicas_change_in_place_come_back_when_deleted_by_hand_and_return_to_o
         assert!(conf.contains("location = /healthz {"), "{ip}: {conf}");
     }
 
+    // A droplet an interrupted apply left (still tagged as being created, in no state).
+    let leftover = w
+        .api
+        .add_droplet_tagged(&crate::resource::droplet::creating_tag(FQDN))
+        .await;
     // Three: one more, the first two kept.
     let (planned, d) = w.plan_update(&st, |c| c.replicas = Value::Value(3)).await;
     let (planned, _) = planned.unwrap_or_else(|| panic!("{d:?}"));
@@ -103,6 +108,10 @@ async fn replicas_change_in_place_come_back_when_deleted_by_hand_and_return_to_o
         "the same balancer"
     );
     let st3 = w.updated(&st, |c| c.replicas = Value::Value(3)).await;
+    assert!(
+        w.client().get_droplet(leftover).await.unwrap().is_none(),
+        "the leftover droplet outlived the next apply"
+    );
     let three = ids(&st3);
     assert_eq!(&three[..2], &two[..], "{three:?}");
     assert_eq!(w.balanced(&st3).await, sorted(three.clone()));
