@@ -41,6 +41,10 @@ enum Cmd {
         /// When process PID exits, stop and remove everything, as `down` does.
         #[arg(long, value_name = "PID")]
         exit_with: Option<i32>,
+        /// How many droplets the account may hold (`droplet_limit`; DigitalOcean raises an
+        /// account's limit on request).
+        #[arg(long, value_name = "N", env = "LOCALOCEAN_DROPLET_LIMIT", default_value_t = api::DEFAULT_DROPLET_LIMIT)]
+        droplet_limit: u32,
     },
     /// Start `serve` in the background (log: <state-dir>/localocean.log) and print how to
     /// reach it; prints the same when it is already running.
@@ -57,6 +61,9 @@ enum Cmd {
         /// when this command starts localocean; an instance already running keeps its own.
         #[arg(long, value_name = "PID")]
         exit_with: Option<i32>,
+        /// The account's droplet limit, when this command starts localocean (see `serve`).
+        #[arg(long, value_name = "N")]
+        droplet_limit: Option<u32>,
     },
     /// Stop localocean and remove EVERYTHING it made for this state dir: droplets, volumes,
     /// namespaces, veths, the bridge, mounts, processes, and the state dir itself. Works
@@ -101,12 +108,22 @@ fn run() -> anyhow::Result<()> {
     let state = StateDir::new(absolute(&cli.state_dir)?);
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
-        Cmd::Serve { exit_with } => rt.block_on(serve(state, exit_with)),
+        Cmd::Serve {
+            exit_with,
+            droplet_limit,
+        } => rt.block_on(serve(state, exit_with, droplet_limit)),
         Cmd::Up {
             json,
             timeout,
             exit_with,
-        } => rt.block_on(up(state, json, Duration::from_secs(timeout), exit_with)),
+            droplet_limit,
+        } => rt.block_on(up(
+            state,
+            json,
+            Duration::from_secs(timeout),
+            exit_with,
+            droplet_limit,
+        )),
         Cmd::Down => rt.block_on(down(state)),
         Cmd::Status => rt.block_on(status(state)),
         Cmd::Image {
@@ -182,7 +199,7 @@ enum Stop {
     WatchedExited,
 }
 
-async fn serve(state: StateDir, exit_with: Option<i32>) -> anyhow::Result<()> {
+async fn serve(state: StateDir, exit_with: Option<i32>, droplet_limit: u32) -> anyhow::Result<()> {
     if let Some(pid) = serve_pid(&state) {
         anyhow::bail!(
             "localocean already runs for {} (pid {pid})",
@@ -220,7 +237,7 @@ async fn serve(state: StateDir, exit_with: Option<i32>) -> anyhow::Result<()> {
         hv: None,
         metadata: None,
     };
-    let result = run_services(&state, &cfg, &mut svc, watched).await;
+    let result = run_services(&state, &cfg, &mut svc, watched, droplet_limit).await;
     if let Err(e) = &result {
         tracing::error!("localocean failed: {e:#}");
     }
@@ -239,6 +256,7 @@ async fn run_services(
     cfg: &InstanceConfig,
     svc: &mut Services,
     watched: Option<Identity>,
+    droplet_limit: u32,
 ) -> anyhow::Result<Stop> {
     let subnet = cfg.subnet();
     let bridge = subnet.bridge_ip();
@@ -283,11 +301,10 @@ async fn run_services(
     let hv = Arc::new(Nspawn::new(NspawnConfig::new(state.clone(), subnet)));
     svc.hv = Some(hv.clone());
 
-    let app = api::App::load(
-        api::ApiConfig::new(state.root.clone(), vec![cfg.token.expose().to_string()]),
-        hv.clone(),
-        g.clone(),
-    )?;
+    let mut api_config =
+        api::ApiConfig::new(state.root.clone(), vec![cfg.token.expose().to_string()]);
+    api_config.droplet_limit = droplet_limit;
+    let app = api::App::load(api_config, hv.clone(), g.clone())?;
     app.set_ssh_faults(hv.clone());
     g.set_faults(app.shared_faults());
     hv.remove_orphans(&app.droplet_ids()).await;
@@ -463,6 +480,7 @@ async fn up(
     json: bool,
     timeout: Duration,
     exit_with: Option<i32>,
+    droplet_limit: Option<u32>,
 ) -> anyhow::Result<()> {
     let running = serve_pid(&state);
     if running.is_some() && exit_with.is_some() {
@@ -480,12 +498,12 @@ async fn up(
                 // of its ports and files, a new one starts.
                 Err(e) if !process::alive(pid) => {
                     eprintln!("localocean serve ({pid}) ended while starting up ({e:#}); starting it again");
-                    start_serve(&state, exit_with, timeout).await?
+                    start_serve(&state, exit_with, droplet_limit, timeout).await?
                 }
                 Err(e) => return Err(e),
             }
         }
-        (None, _) => start_serve(&state, exit_with, timeout).await?,
+        (None, _) => start_serve(&state, exit_with, droplet_limit, timeout).await?,
     };
     if json {
         println!(
@@ -512,6 +530,7 @@ async fn up(
 async fn start_serve(
     state: &StateDir,
     exit_with: Option<i32>,
+    droplet_limit: Option<u32>,
     timeout: Duration,
 ) -> anyhow::Result<Ready> {
     std::fs::create_dir_all(&state.root)?;
@@ -524,6 +543,9 @@ async fn start_serve(
     cmd.arg("serve").arg("--state-dir").arg(&state.root);
     if let Some(pid) = exit_with {
         cmd.arg("--exit-with").arg(pid.to_string());
+    }
+    if let Some(n) = droplet_limit {
+        cmd.arg("--droplet-limit").arg(n.to_string());
     }
     cmd.stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)

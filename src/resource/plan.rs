@@ -638,6 +638,17 @@ fn check_imported(
         );
         return None;
     }
+    if m.replicas > 1 {
+        diags.error(
+            "Imported registry: one droplet first",
+            format!(
+                "The first apply after an import replaces droplet ({droplet}) with one of the provider's own, which takes its keys, secrets and certificate over: apply with `replicas = 1` first, then raise `replicas` to {} in a later apply.",
+                m.replicas
+            ),
+            AttributePath::new("replicas"),
+        );
+        return None;
+    }
     Some(())
 }
 

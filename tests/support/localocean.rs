@@ -58,6 +58,9 @@ pub enum Ocean {
     Own(LocalOcean),
 }
 
+/// The shared instance's droplet limit (see [`LocalOcean::start`]).
+const SHARED_DROPLET_LIMIT: u32 = 100;
+
 impl Ocean {
     /// The binary's shared instance, started on first use, with an API token of this test's
     /// own: DigitalOcean limits each token to 250 requests a minute, and a dozen tests on one
@@ -128,13 +131,18 @@ impl LocalOcean {
     fn start(state: PathBuf, own: bool) -> LocalOcean {
         let bin = localocean_bin();
         let up = || {
-            Command::new(&bin)
-                .args(["up", "--json", "--state-dir"])
+            let mut cmd = Command::new(&bin);
+            cmd.args(["up", "--json", "--state-dir"])
                 .arg(&state)
                 .arg("--exit-with")
-                .arg(std::process::id().to_string())
-                .output()
-                .expect("running localocean up")
+                .arg(std::process::id().to_string());
+            if !own {
+                // One account for every test at once: up to about 50 droplets live together
+                // (the replicas tests hold three each at times), as an account whose limit
+                // DigitalOcean raised would. An instance of a test's own keeps the default 25.
+                cmd.args(["--droplet-limit", &SHARED_DROPLET_LIMIT.to_string()]);
+            }
+            cmd.output().expect("running localocean up")
         };
         // What a failed start made (its slot, bridge, state dir) is removed by its own state
         // dir, as after any instance.

@@ -19,7 +19,6 @@ use crate::clock::now_rfc3339;
 use crate::hypervisor::{MachineSpec, Power, VolumeSpec};
 use crate::store::{Droplet, NetworkV4, State as StoreState};
 
-const DROPLET_LIMIT: usize = 25;
 const MAX_NAMES: usize = 10;
 /// DO's limit on user data.
 const MAX_USER_DATA: usize = 64 * 1024;
@@ -239,7 +238,7 @@ pub async fn create(
     }
 
     let created = app.store.mutate(|s| {
-        if s.droplets.len() + names.len() > DROPLET_LIMIT {
+        if s.droplets.len() + names.len() > app.config.droplet_limit as usize {
             return Err(ApiError::unprocessable(
                 "creating this/these droplet(s) will exceed your droplet limit",
             ));

@@ -47,7 +47,12 @@ pub struct ApiConfig {
     pub tokens: Vec<String>,
     /// Requests per token per minute; DigitalOcean's default is 250.
     pub rate_limit_per_minute: u32,
+    /// How many droplets the account may hold (`droplet_limit` in `/v2/account`).
+    pub droplet_limit: u32,
 }
+
+/// A new account's droplet limit on DigitalOcean.
+pub const DEFAULT_DROPLET_LIMIT: u32 = 25;
 
 impl ApiConfig {
     pub fn new(state_dir: PathBuf, tokens: Vec<String>) -> ApiConfig {
@@ -55,6 +60,7 @@ impl ApiConfig {
             state_dir,
             tokens,
             rate_limit_per_minute: 250,
+            droplet_limit: DEFAULT_DROPLET_LIMIT,
         }
     }
 }
@@ -66,6 +72,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("state_dir", &self.state_dir)
             .field("tokens", &format_args!("[{} x ***]", self.tokens.len()))
             .field("rate_limit_per_minute", &self.rate_limit_per_minute)
+            .field("droplet_limit", &self.droplet_limit)
             .finish()
     }
 }
@@ -702,8 +709,7 @@ pub(crate) fn validate_tags(tags: &[String]) -> Result<(), ApiError> {
 }
 
 async fn account(State(app): State<Arc<App>>) -> Json<Value> {
-    let _ = &app;
-    Json(json!({ "account": catalog::account_json(25) }))
+    Json(json!({ "account": catalog::account_json(app.config.droplet_limit) }))
 }
 
 async fn regions(info: ReqInfo) -> Json<Value> {

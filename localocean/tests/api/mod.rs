@@ -62,11 +62,19 @@ struct Resp {
 }
 
 async fn start_with(limit: u32, dir: Option<tempfile::TempDir>) -> Harness {
+    start_configured(dir, |c| c.rate_limit_per_minute = limit).await
+}
+
+/// An instance whose `ApiConfig` `configure` changed.
+async fn start_configured(
+    dir: Option<tempfile::TempDir>,
+    configure: impl FnOnce(&mut ApiConfig),
+) -> Harness {
     let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
     let hv = Arc::new(NullHypervisor::default());
     let spaces = Arc::new(RecordingSpaces::default());
     let mut config = ApiConfig::new(dir.path().to_path_buf(), vec![TOKEN.to_string()]);
-    config.rate_limit_per_minute = limit;
+    configure(&mut config);
     let app = App::load(config, hv.clone(), spaces.clone()).unwrap();
     Harness {
         api: ApiServer::serve(app, TOKEN).await.unwrap(),
@@ -325,6 +333,28 @@ async fn auth_is_required() {
     // Health needs no token: it is what readiness checks poll.
     let r = h.raw("GET", "/_localocean/health", None, None).await;
     assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn the_droplet_limit_is_the_accounts_and_refuses_one_droplet_more() {
+    let h = start_configured(None, |c| c.droplet_limit = 2).await;
+    let r = h.call("GET", "/v2/account", "/v2/account", None).await;
+    assert_eq!(r.body["account"]["droplet_limit"], 2, "{}", r.text);
+    h.droplet("one", &[]).await;
+    h.droplet("two", &[]).await;
+    let r = h
+        .call(
+            "POST",
+            "/v2/droplets",
+            "/v2/droplets",
+            Some(
+                json!({"name": "three", "region": "nyc3", "size": "s-1vcpu-1gb",
+                        "image": "debian-12-x64"}),
+            ),
+        )
+        .await;
+    assert_error(&r, 422, "unprocessable_entity");
+    assert!(r.text.contains("droplet limit"), "{}", r.text);
 }
 
 #[tokio::test]

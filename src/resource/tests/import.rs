@@ -299,3 +299,33 @@ async fn import_finds_the_uptime_check_and_the_apply_removes_it_when_monitoring_
     assert!(after.uptime_check_id.is_null());
     assert!(w.client().list_uptime_checks().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn an_imported_registry_is_taken_over_with_one_droplet_before_replicas() {
+    let w = World::start().await;
+    let cfg = config("disk");
+    let made = w.created(cfg.clone()).await;
+    let st = w.imported(FQDN).await;
+    let mut two = cfg.clone();
+    two.replicas = Value::Value(2);
+    two.storage = Value::Value(StorageState {
+        backend: s("spaces"),
+        bucket: s("reg-images"),
+        ..Default::default()
+    });
+    let (planned, d) = w.plan_update(&st, configured(&two)).await;
+    assert!(planned.is_none(), "the plan must fail");
+    assert_eq!(
+        paths_of(&d.errors),
+        [AttributePath::new("replicas").to_string()]
+    );
+    assert!(
+        d.errors[0]
+            .detail
+            .contains("apply with `replicas = 1` first"),
+        "{}",
+        d.errors[0].detail
+    );
+    // Nothing happened: the old droplet serves on.
+    assert!(w.droplet(&made).await.is_some());
+}
