@@ -313,7 +313,12 @@ async fn an_imported_registry_is_taken_over_with_one_droplet_before_replicas() {
         bucket: s("reg-images"),
         ..Default::default()
     });
-    let (planned, d) = w.plan_update(&st, configured(&two)).await;
+    let (planned, d) = w
+        .plan_update(&st, |c| {
+            configured(&two)(c);
+            c.replicas = two.replicas;
+        })
+        .await;
     assert!(planned.is_none(), "the plan must fail");
     assert_eq!(
         paths_of(&d.errors),
