@@ -190,11 +190,18 @@ impl InstanceConfig {
     }
 }
 
-/// Ports a slot owns: `PORTS_PER_SLOT` from `PORT_BASE + PORTS_PER_SLOT × slot` (10,000 to
-/// 14,095 for 512 slots, below the kernel's ephemeral range). Slots are claimed atomically, so
-/// instances started at once never pick the same port; random free ports did (seen: two
-/// instances, and once one instance's API and Spaces, on one port).
-const PORT_BASE: u16 = 10_000;
+/// Ports a slot owns: `PORTS_PER_SLOT` from `PORT_BASE + PORTS_PER_SLOT × slot` (25,100 to
+/// 29,195 for 512 slots): above the ports OpenTofu gives its plugins and below the kernel's
+/// ephemeral range. Slots are claimed atomically, so instances started at once never pick the
+/// same port; random free ports did (seen: two instances, and once one instance's API and
+/// Spaces, on one port).
+const PORT_BASE: u16 = 25_100;
+/// OpenTofu (as go-plugin) starts every provider with `PLUGIN_MIN_PORT=10000` and
+/// `PLUGIN_MAX_PORT=25000`, and a provider listens on the first free port from the bottom:
+/// an instance's port in that range, free for a moment while the instance restarts, was taken
+/// by a provider a test had just started (seen: the restart test's DNS port 10009 held by
+/// `terraform-provider-docker`, the held-port failure of earlier sessions).
+const PLUGIN_PORTS: std::ops::RangeInclusive<u16> = 10_000..=25_000;
 const PORTS_PER_SLOT: u16 = 8;
 /// The named extra ports that have a place in the slot's ports (after api, dns and s3).
 const NAMED_PORTS: &[&str] = &["resolver"];
@@ -224,8 +231,9 @@ pub fn free_port() -> SysResult<u16> {
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32768);
-    // Above the slots' ports, which their instances may not have bound yet.
-    let low = PORT_BASE + MAX_SLOTS * PORTS_PER_SLOT;
+    // Above the slots' ports, which their instances may not have bound yet, and above the
+    // plugins' (see `PLUGIN_PORTS`).
+    let low = (PORT_BASE + MAX_SLOTS * PORTS_PER_SLOT).max(*PLUGIN_PORTS.end() + 1);
     let high = ephemeral_start.max(low + 100);
     for _ in 0..200 {
         let port = low + rand::random::<u16>() % (high - low);
@@ -365,6 +373,10 @@ mod port_tests {
         assert!(top < PORT_BASE + MAX_SLOTS * PORTS_PER_SLOT);
         let free = free_port().unwrap();
         assert!(free > top, "{free} is among the slots' ports");
+        assert!(
+            PORT_BASE > *PLUGIN_PORTS.end(),
+            "slots among the plugins' ports"
+        );
         assert!(3 + NAMED_PORTS.len() as u16 <= PORTS_PER_SLOT);
     }
 }
