@@ -344,6 +344,45 @@ fn apply_under_pulls(
     pulls
 }
 
+/// What both tests start from: a registry of two droplets behind a balancer, on a bucket of
+/// its own, with `admin` and the pull user `reader` (see [`created_pair`]).
+struct Pair {
+    fx: StorageFixture,
+    bucket: String,
+    rt: tokio::runtime::Runtime,
+    /// The `users` map it was made with.
+    users1: String,
+    v1: Value,
+    ids1: Vec<u64>,
+    addrs1: Vec<String>,
+    lb_id: String,
+    lb_ip: String,
+}
+
+impl Pair {
+    fn created() -> Pair {
+        let fx = StorageFixture::new(true);
+        use rand::Rng;
+        let bucket = format!("tf-acc-{:08x}", rand::thread_rng().gen::<u32>());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let users1 = format!(
+            "    admin  = {{ password = \"{ADMIN_PW}\" }}\n    reader = {{ password = \"{READER_PW}\", access = \"pull\" }}"
+        );
+        let (v1, ids1, addrs1, lb_id, lb_ip) = created_pair(&fx, &bucket, &rt, &users1);
+        Pair {
+            fx,
+            bucket,
+            rt,
+            users1,
+            v1,
+            ids1,
+            addrs1,
+            lb_id,
+            lb_ip,
+        }
+    }
+}
+
 /// The first step of both tests: `replicas = 2` with `users` (the entries of the HCL map) made
 /// from scratch: two droplets behind a load balancer, the name on the balancer's address, its
 /// rules and check as the provider sets them, both droplets up behind it. Returns the state,
@@ -509,19 +548,22 @@ fn destroyed_leaves_nothing(fx: &StorageFixture, last: &Value, lb_id: &str, ever
 
 #[test]
 fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_failed_pull() {
-    let fx = StorageFixture::new(true);
-    use rand::Rng;
-    let bucket = format!("tf-acc-{:08x}", rand::thread_rng().gen::<u32>());
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let whole = Instant::now();
     let admin = ("admin", ADMIN_PW);
     let reader = ("reader", READER_PW);
     let puller = ("puller", PULLER_PW);
-    let users1 = format!(
-        "    admin  = {{ password = \"{ADMIN_PW}\" }}\n    reader = {{ password = \"{READER_PW}\", access = \"pull\" }}"
-    );
     // 1. Two droplets behind a load balancer, the name on the balancer's address.
-    let (v1, ids1, addrs1, lb_id, lb_ip) = created_pair(&fx, &bucket, &rt, &users1);
+    let Pair {
+        fx,
+        bucket,
+        rt,
+        users1: _,
+        v1,
+        ids1,
+        addrs1,
+        lb_id,
+        lb_ip,
+    } = Pair::created();
     // Every droplet id the state ever held: none may be left at the end.
     let mut every_id: Vec<u64> = ids1.clone();
 
@@ -697,18 +739,21 @@ fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_fail
 
 #[test]
 fn replicas_change_in_place_and_collect_garbage_across_droplets_without_a_failed_pull() {
-    let fx = StorageFixture::new(true);
-    use rand::Rng;
-    let bucket = format!("tf-acc-{:08x}", rand::thread_rng().gen::<u32>());
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let whole = Instant::now();
     let admin = ("admin", ADMIN_PW);
     let reader = ("reader", READER_PW);
-    let users1 = format!(
-        "    admin  = {{ password = \"{ADMIN_PW}\" }}\n    reader = {{ password = \"{READER_PW}\", access = \"pull\" }}"
-    );
     // 1. Two droplets behind a load balancer, the name on the balancer's address.
-    let (v1, ids1, addrs1, lb_id, lb_ip) = created_pair(&fx, &bucket, &rt, &users1);
+    let Pair {
+        fx,
+        bucket,
+        rt: _,
+        users1,
+        v1,
+        ids1,
+        addrs1,
+        lb_id,
+        lb_ip,
+    } = Pair::created();
     // Every droplet id the state ever held: none may be left at the end.
     let mut every_id: Vec<u64> = ids1.clone();
 
