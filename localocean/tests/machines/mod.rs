@@ -1078,15 +1078,20 @@ fn a_slot_whose_bridge_outlived_its_instance_is_skipped() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let slot = claim_slot(a.path(), None).unwrap();
-    release_slot(a.path(), slot);
+    // The bridge made while `a` still holds the slot, then `a` gone: its lock is stale and
+    // its bridge outlives it. (Released first, the slot went to a test running alongside,
+    // whose bridge this test then deleted under it.)
     let bridge = Subnet::new(slot).bridge_name();
     let made = Command::new("ip")
         .args(["link", "add", &bridge, "type", "bridge"])
         .status()
         .unwrap();
     assert!(made.success(), "ip link add {bridge}");
+    let a_path = a.path().to_path_buf();
+    drop(a);
     let claimed = claim_slot(b.path(), None);
     let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+    release_slot(&a_path, slot);
     let claimed = claimed.unwrap();
     release_slot(b.path(), claimed);
     assert_ne!(
