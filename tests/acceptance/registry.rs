@@ -13,8 +13,8 @@ use super::PROVIDER_BLOCK;
 use crate::support::docker::v2_status_with_token;
 use crate::support::localocean::{unique_label, Ocean};
 use crate::support::registry_client::{make_oci_image, manifest_digest, text, Skopeo};
-pub use crate::support::ssh_pinned;
 use crate::support::tofu::Tofu;
+pub use crate::support::{ssh_files, ssh_pinned};
 
 pub(super) const ADMIN_PW: &str = "admin-password-0001";
 const READER_PW: &str = "reader-password-0002";
@@ -455,19 +455,7 @@ fn registry_lifecycle_push_pull_users_drift_destroy() {
     }
 
     // A hand edit on the droplet shows in the plan; apply puts the file back.
-    let keyfile = fx.tf.dir.path().join("mgmt.key");
-    std::fs::write(&keyfile, &key).unwrap();
-    std::fs::set_permissions(
-        &keyfile,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-    let known_hosts = fx.tf.dir.path().join("known_hosts");
-    std::fs::write(
-        &known_hosts,
-        format!("{ip} {}\n", v2["host_public_key"].as_str().unwrap()),
-    )
-    .unwrap();
+    let (keyfile, known_hosts) = ssh_files(fx.tf.dir.path(), &v2, &[&ip]);
     let ssh = |cmd: &str| ssh_pinned(&keyfile, &known_hosts, &ip, cmd);
     let before = ssh("sha256sum < /etc/nginx/registry/htpasswd");
     assert!(

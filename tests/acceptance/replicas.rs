@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::registry::{ssh_pinned, PullLoop};
+use super::registry::{ssh_files, ssh_pinned, PullLoop};
 use super::storage::{StorageFixture, ADMIN_PW};
 use crate::support::docker::v2_status_with_token;
 use crate::support::registry_client::{manifest_digest, text};
@@ -585,24 +585,9 @@ fn replicas_behind_a_load_balancer_serve_the_same_images_and_roll_without_a_fail
     // 3. nginx stopped by hand on the second droplet: once the balancer's check has marked it
     // down (2 failed checks 3 s apart: about 6 s), pulls through the balancer all succeed.
     let step = Instant::now();
-    let keyfile = fx.tf.dir.path().join("mgmt.key");
-    std::fs::write(&keyfile, v1["management_private_key"].as_str().unwrap()).unwrap();
-    std::fs::set_permissions(
-        &keyfile,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
     // One host key for every droplet of the registry, pinned for each address.
-    let known_hosts = fx.tf.dir.path().join("known_hosts");
-    let host_key = v1["host_public_key"].as_str().unwrap();
-    std::fs::write(
-        &known_hosts,
-        addrs1
-            .iter()
-            .map(|ip| format!("{ip} {host_key}\n"))
-            .collect::<String>(),
-    )
-    .unwrap();
+    let ips: Vec<&str> = addrs1.iter().map(String::as_str).collect();
+    let (keyfile, known_hosts) = ssh_files(fx.tf.dir.path(), &v1, &ips);
     let (down_id, down_ip) = (ids1[1], addrs1[1].as_str());
     let on_down = |cmd: &str| {
         let out = ssh_pinned(&keyfile, &known_hosts, down_ip, cmd);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::registry::{ssh_pinned, PullLoop};
+use super::registry::{ssh_files, ssh_pinned, PullLoop};
 use super::PROVIDER_BLOCK;
 use crate::support::localocean::{unique_label, Ocean};
 use crate::support::registry_client::{make_oci_image, text, Skopeo};
@@ -619,20 +619,8 @@ fn spaces_bucket_keeps_images_across_a_droplet_replacement_under_pulls() {
             .is_err(),
         "the registry's key creates buckets"
     );
-    let keyfile = fx.tf.dir.path().join("mgmt.key");
-    std::fs::write(&keyfile, v1["management_private_key"].as_str().unwrap()).unwrap();
-    std::fs::set_permissions(
-        &keyfile,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
     let ip = v1["ipv4_address"].as_str().unwrap();
-    let known_hosts = fx.tf.dir.path().join("known_hosts");
-    std::fs::write(
-        &known_hosts,
-        format!("{ip} {}\n", v1["host_public_key"].as_str().unwrap()),
-    )
-    .unwrap();
+    let (keyfile, known_hosts) = ssh_files(fx.tf.dir.path(), &v1, &[ip]);
     let grep = ssh_pinned(&keyfile, &known_hosts, ip, "cat /etc/docker/registry/*.yml");
     let config = String::from_utf8_lossy(&grep.stdout);
     assert!(
@@ -840,21 +828,8 @@ fn bench_push_pull_256mib_per_backend() {
         std::fs::write(&ca, v["ca_certificate_pem"].as_str().unwrap()).unwrap();
 
         // Straight to the registry: an SSH tunnel to its loopback port, plain HTTP.
-        let keyfile = fx.tf.dir.path().join("mgmt.key");
-        std::fs::write(&keyfile, v["management_private_key"].as_str().unwrap()).unwrap();
-        std::fs::set_permissions(
-            &keyfile,
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .unwrap();
-        // The droplet's host key is known from the state: pinned in a known_hosts file of
-        // this test's own, so nothing is learnt (or written) on first use.
-        let known_hosts = fx.tf.dir.path().join("known_hosts");
-        std::fs::write(
-            &known_hosts,
-            format!("{ip} {}\n", v["host_public_key"].as_str().unwrap()),
-        )
-        .unwrap();
+        // The droplet's host key is known from the state: pinned, nothing learnt on first use.
+        let (keyfile, known_hosts) = ssh_files(fx.tf.dir.path(), &v, &[&ip]);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

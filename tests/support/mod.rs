@@ -12,6 +12,31 @@ pub mod registry_client;
 pub mod tfplugin;
 pub mod tofu;
 
+/// What [`ssh_pinned`] reaches a registry's droplets with, written in `dir` from the state `v`:
+/// its management key (mode 0600) and a known_hosts file pinning its host key for each of
+/// `ips`, so that nothing is learnt (or written) on first use. Returns (key, known_hosts).
+pub fn ssh_files(
+    dir: &std::path::Path,
+    v: &serde_json::Value,
+    ips: &[&str],
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.join("mgmt.key");
+    std::fs::write(
+        &key,
+        v["management_private_key"]
+            .as_str()
+            .expect("management key"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let host_key = v["host_public_key"].as_str().expect("host key");
+    let known_hosts = dir.join("known_hosts");
+    let lines: String = ips.iter().map(|ip| format!("{ip} {host_key}\n")).collect();
+    std::fs::write(&known_hosts, lines).unwrap();
+    (key, known_hosts)
+}
+
 /// `ssh root@ip cmd` with `key`, accepting only the host key listed in `known_hosts`.
 pub fn ssh_pinned(
     key: &std::path::Path,
